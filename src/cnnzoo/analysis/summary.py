@@ -1,0 +1,167 @@
+"""A per-layer summary like Keras' `model.summary()`: output shapes, parameters and MACs.
+
+MACs come from `torch.utils.flop_counter.FlopCounterMode`, which counts the aten ops that
+actually run (convolutions with any stride/padding/dilation/groups, linear layers, matmuls,
+attention); it reports FLOPs as 2 x MACs, so MACs = FLOPs / 2 exactly. Normalisation,
+activations and pooling are not multiply-accumulates and count zero.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+
+@dataclass
+class LayerRow:
+    name: str
+    type: str
+    output_shape: tuple | str
+    params: int
+    macs: int
+    depth: int
+
+
+@dataclass
+class ModelSummary:
+    model_name: str
+    input_size: tuple[int, ...]
+    rows: list[LayerRow] = field(default_factory=list)
+    total_params: int = 0
+    trainable_params: int = 0
+    macs: int = 0
+
+    @property
+    def flops(self) -> int:
+        return 2 * self.macs
+
+    def __str__(self) -> str:
+        return format_summary(self)
+
+
+def summary(model: nn.Module, input_size: tuple[int, ...] | None = None, *, depth: int | None = None,
+            device: str | torch.device = "cpu") -> ModelSummary:
+    """Run one image of `input_size` (C,H,W; default: the model's default_cfg) through `model`.
+
+    `depth` limits the table to modules at most that deep (1 = the model's children); the
+    totals always cover the whole model.
+    """
+    if input_size is None:
+        input_size = tuple(getattr(model, "default_cfg", {}).get("input_size", (3, 224, 224)))
+    x = torch.zeros((1, *input_size), device=device)
+    shapes, order = _record_output_shapes(model, x)
+    root = type(model).__name__
+    counts = _flop_counts_by_module(model, x)
+    rows = []
+    for name in order:
+        module = model.get_submodule(name)
+        level = name.count(".") + 1
+        if not _shown(module, level, depth):
+            continue
+        recurse = depth is not None and level == depth
+        rows.append(LayerRow(
+            name=name, type=type(module).__name__, output_shape=shapes[name],
+            params=sum(p.numel() for p in module.parameters(recurse=recurse)),
+            macs=_module_macs(counts, f"{root}.{name}", module, recurse), depth=level,
+        ))
+    params = {id(p): p for p in model.parameters()}.values()
+    return ModelSummary(
+        model_name=getattr(model, "default_cfg", {}).get("architecture", root),
+        input_size=tuple(input_size), rows=rows,
+        total_params=sum(p.numel() for p in params),
+        trainable_params=sum(p.numel() for p in params if p.requires_grad),
+        macs=sum(counts.get("Global", {}).values()) // 2,
+    )
+
+
+def _shown(module: nn.Module, level: int, depth: int | None) -> bool:
+    is_leaf = not any(True for _ in module.children())
+    has_own_params = any(True for _ in module.parameters(recurse=False))
+    if depth is None:
+        return is_leaf or has_own_params
+    return level == depth or (level < depth and (is_leaf or has_own_params))
+
+
+def _module_macs(counts: dict, key: str, module: nn.Module, recurse: bool) -> int:
+    total = sum(counts.get(key, {}).values())
+    if not recurse and any(True for _ in module.children()):
+        # A container shown for its own parameters: count only what its children did not.
+        child_total = sum(sum(counts.get(f"{key}.{n}", {}).values()) for n, _ in module.named_children())
+        total -= child_total
+    return total // 2
+
+
+def _record_output_shapes(model: nn.Module, x: torch.Tensor) -> tuple[dict, list[str]]:
+    shapes: dict[str, tuple | str] = {}
+    order: list[str] = []
+
+    def hook(name):
+        def record(module, inputs, output):
+            if name not in shapes:
+                order.append(name)
+                shapes[name] = _shape_of(output)
+        return record
+
+    handles = [m.register_forward_hook(hook(n)) for n, m in model.named_modules() if n]
+    was_training = model.training
+    try:
+        model.eval()
+        with torch.no_grad():
+            model(x)
+    finally:
+        model.train(was_training)
+        for h in handles:
+            h.remove()
+    return shapes, order
+
+
+def _shape_of(output) -> tuple | str:
+    if isinstance(output, torch.Tensor):
+        return tuple(output.shape)
+    if isinstance(output, (tuple, list)):
+        return " ".join(str(_shape_of(o)) for o in output)
+    return type(output).__name__
+
+
+def _flop_counts_by_module(model: nn.Module, x: torch.Tensor) -> dict[str, dict]:
+    was_training = model.training
+    try:
+        model.eval()
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            model(x)
+    finally:
+        model.train(was_training)
+    return counter.get_flop_counts()
+
+
+def _fmt_shape(shape: tuple | str) -> str:
+    if isinstance(shape, tuple):
+        return "[" + ", ".join(str(s) for s in shape) + "]"
+    return shape
+
+
+def format_summary(s: ModelSummary) -> str:
+    headers = ("Layer", "Type", "Output shape", "Params", "MACs")
+    table = [(("  " * (r.depth - 1)) + r.name, r.type, _fmt_shape(r.output_shape), f"{r.params:,}", f"{r.macs:,}")
+             for r in s.rows]
+    widths = [max(len(h), *(len(row[i]) for row in table)) if table else len(h) for i, h in enumerate(headers)]
+    right = (False, False, False, True, True)
+
+    def line(cells):
+        return "  ".join(c.rjust(w) if r else c.ljust(w) for c, w, r in zip(cells, widths, right)).rstrip()
+
+    rule = "-" * len(line(headers))
+    out = [f"{s.model_name}  input {'x'.join(map(str, s.input_size))} (batch 1)", rule, line(headers), rule]
+    out += [line(row) for row in table]
+    out += [
+        rule,
+        f"Total params:          {s.total_params:,}",
+        f"Trainable params:      {s.trainable_params:,}",
+        f"Non-trainable params:  {s.total_params - s.trainable_params:,}",
+        f"MACs:                  {s.macs:,}  ({s.macs / 1e6:,.2f} M)",
+        f"FLOPs (= 2 x MACs):    {s.flops:,}  ({s.flops / 1e9:,.3f} G)",
+    ]
+    return "\n".join(out)

@@ -1,0 +1,16 @@
+"""Errors a user can fix. The CLI prints them as one line and exits with code 2."""
+
+
+class CnnzooError(Exception):
+    """Base class of every error caused by bad input (names, options, files, configs)."""
+
+
+class UnknownModelError(CnnzooError, KeyError):
+    """A model name that is not in the registry."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0])
+
+
+class UnknownOptionError(CnnzooError, TypeError):
+    """A keyword argument that a model (or config section) does not take."""

@@ -1,0 +1,36 @@
+"""Classifier head shared by the families: global pooling, dropout, linear."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class ClassifierHead(nn.Module):
+    """Global pool -> flatten -> dropout -> linear. Works at any input resolution."""
+
+    def __init__(self, in_features: int, num_classes: int, drop_rate: float = 0.0, pool_type: str = "avg"):
+        super().__init__()
+        if pool_type not in ("avg", "max", ""):
+            raise ValueError(f"pool_type must be 'avg', 'max' or '' (none), got {pool_type!r}")
+        self.in_features = in_features
+        if pool_type == "avg":
+            self.global_pool = nn.AdaptiveAvgPool2d(1)
+        elif pool_type == "max":
+            self.global_pool = nn.AdaptiveMaxPool2d(1)
+        else:
+            self.global_pool = nn.Identity()
+        self.flatten = nn.Flatten(1)
+        self.drop = nn.Dropout(drop_rate) if drop_rate > 0 else nn.Identity()
+        self.fc = _linear_or_identity(in_features, num_classes)
+
+    def reset(self, num_classes: int) -> None:
+        self.fc = _linear_or_identity(self.in_features, num_classes)
+
+    def forward(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        x = self.drop(self.flatten(self.global_pool(x)))
+        return x if pre_logits else self.fc(x)
+
+
+def _linear_or_identity(in_features: int, num_classes: int) -> nn.Module:
+    return nn.Linear(in_features, num_classes) if num_classes > 0 else nn.Identity()

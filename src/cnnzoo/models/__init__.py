@@ -1,0 +1,3 @@
+"""Model families. Importing a family module registers its variants."""
+
+from . import lenet  # noqa: F401

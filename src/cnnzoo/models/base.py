@@ -1,0 +1,63 @@
+"""The contract every cnnzoo classifier follows (see README, "Model contract").
+
+`forward_features` maps images to a feature map, `forward_head` pools and classifies it,
+`reset_classifier` swaps the head for another number of classes. Models with auxiliary
+classifiers return `AuxLogits` in training mode only.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import nn
+
+from ..layers.head import ClassifierHead
+
+
+class AuxLogits(NamedTuple):
+    """Training-mode output of models with auxiliary heads (GoogLeNet, Inception v3).
+
+    The engine adds `weight * cross_entropy(aux)` for each auxiliary output.
+    """
+
+    logits: torch.Tensor
+    aux: tuple[torch.Tensor, ...]
+    weight: float
+
+
+class ZooModel(nn.Module):
+    """Base class: a feature extractor followed by a `ClassifierHead` named `head`.
+
+    Subclasses build their body, set `num_features`, and call `_init_head`. Models whose
+    head is more than pool+dropout+linear (VGG, AlexNet) override `forward_head`.
+    """
+
+    num_classes: int
+    in_chans: int
+    num_features: int
+    default_cfg: dict = {}
+
+    def _init_head(self, num_classes: int, drop_rate: float = 0.0, pool_type: str = "avg") -> None:
+        self.num_classes = num_classes
+        self.drop_rate = drop_rate
+        self.head = ClassifierHead(self.num_features, num_classes, drop_rate, pool_type)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        return self.head(x, pre_logits=pre_logits)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+    def get_classifier(self) -> nn.Module:
+        return self.head.fc
+
+    def reset_classifier(self, num_classes: int) -> None:
+        """Replace the final layer; 0 classes gives pooled features (an identity head)."""
+        self.num_classes = num_classes
+        self.head.reset(num_classes)
+        if isinstance(self.default_cfg, dict) and self.default_cfg:
+            self.default_cfg = {**self.default_cfg, "num_classes": num_classes}
