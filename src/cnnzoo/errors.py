@@ -14,3 +14,7 @@ class UnknownModelError(CnnzooError, KeyError):
 
 class UnknownOptionError(CnnzooError, TypeError):
     """A keyword argument that a model (or config section) does not take."""
+
+
+class DataError(CnnzooError):
+    """A dataset that cannot be loaded as asked: a missing path, an unknown name, a bad image."""

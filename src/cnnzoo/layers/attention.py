@@ -46,14 +46,31 @@ class SqueezeExcite(nn.Module):
 
 _ATTN_LAYERS: dict[str, Callable[..., nn.Module]] = {"se": SqueezeExcite}
 
+# Where a residual network puts each attention type: after a block's last norm ("block"),
+# between stages ("stage", BAM's bottleneck placement), or as the block's spatial conv ("conv", SK).
+_PLACEMENT: dict[str, str] = {"se": "block"}
+
+
+def attn_names() -> list[str]:
+    return sorted(_ATTN_LAYERS)
+
+
+def attn_placement(attn_layer: str | None) -> str | None:
+    """Where a residual network puts `attn_layer` by default; None for no attention."""
+    if not attn_layer:
+        return None
+    _check_name(attn_layer)
+    return _PLACEMENT[attn_layer]
+
 
 def create_attn(attn_layer: str | None, channels: int, **kwargs: Any) -> nn.Module | None:
     """Build the attention module named `attn_layer` for `channels`, or None for no attention."""
-    if attn_layer is None or attn_layer == "":
+    if not attn_layer:
         return None
-    try:
-        return _ATTN_LAYERS[attn_layer](channels, **kwargs)
-    except KeyError:
-        raise ValueError(
-            f"unknown attn_layer {attn_layer!r}; choose from {', '.join(sorted(_ATTN_LAYERS))}"
-        ) from None
+    _check_name(attn_layer)
+    return _ATTN_LAYERS[attn_layer](channels, **kwargs)
+
+
+def _check_name(attn_layer: str) -> None:
+    if attn_layer not in _ATTN_LAYERS:
+        raise ValueError(f"unknown attn_layer {attn_layer!r}; choose from {', '.join(attn_names())}")

@@ -1,0 +1,43 @@
+"""`cnnzoo summary NAME`: the per-layer table (output shape, parameters, MACs) and totals."""
+
+from __future__ import annotations
+
+import argparse
+
+from ..analysis.summary import summary
+from ..errors import CnnzooError
+from ..registry import create_model
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("summary", help="per-layer shapes, parameters and MACs",
+                                   description="Per-layer output shapes, parameters and MACs, then totals (FLOPs = 2 x MACs).")
+    parser.add_argument("name", help="registered model name (see `cnnzoo list`)")
+    parser.add_argument("--input-size", type=parse_size, metavar="C,H,W",
+                        help="input size (default: the model's default input size)")
+    parser.add_argument("--depth", type=int, metavar="N", help="show modules at most N levels deep (default: every layer)")
+    parser.add_argument("--num-classes", type=int, help="classifier size (default: the model's)")
+    parser.set_defaults(func=run)
+
+
+def parse_size(text: str) -> tuple[int, int, int]:
+    try:
+        size = tuple(int(v) for v in text.replace("x", ",").split(","))
+    except ValueError:
+        size = ()
+    if len(size) != 3 or min(size) < 1:
+        raise argparse.ArgumentTypeError(f"expected C,H,W such as 3,224,224, got {text!r}")
+    return size
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.depth is not None and args.depth < 1:
+        raise CnnzooError("--depth must be at least 1")
+    in_chans = args.input_size[0] if args.input_size else None
+    model = create_model(args.name, num_classes=args.num_classes, in_chans=in_chans)
+    input_size = args.input_size or tuple(model.default_cfg["input_size"])
+    try:
+        print(summary(model, input_size, depth=args.depth))
+    except RuntimeError as err:  # e.g. an input too small for the network's downsampling
+        raise CnnzooError(f"{args.name} cannot run on input {'x'.join(map(str, input_size))}: {err}".splitlines()[0]) from None
+    return 0

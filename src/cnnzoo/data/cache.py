@@ -1,0 +1,98 @@
+"""The uint8 tensor cache: decode a dataset once, reuse it while its source is unchanged.
+
+A cache file is keyed by a fingerprint of the source (resolved path, size and mtime of the
+archive, or of every file under a folder) plus the decoding options, so editing, replacing or
+touching the source invalidates it. Files are written to a temporary name in the same folder,
+fsynced and renamed, so a killed run never leaves a half-written cache behind, and they are
+read with `torch.load(weights_only=True)`, which cannot run code from a tampered file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+
+CACHE_VERSION = 1
+
+
+def default_cache_dir() -> Path:
+    if os.environ.get("CNNZOO_CACHE_DIR"):
+        return Path(os.environ["CNNZOO_CACHE_DIR"]).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "cnnzoo"
+
+
+def _digest(parts: list[str]) -> str:
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
+
+
+def _stat_line(path: Path, rel: str) -> str:
+    st = path.stat()
+    return f"{rel}\t{st.st_size}\t{st.st_mtime_ns}"
+
+
+def source_fingerprint(path: str | Path) -> str:
+    """Fingerprint of a file (path, size, mtime) or of a folder (the same for every file in it)."""
+    path = Path(path).resolve()
+    if path.is_file():
+        return _digest([str(path), _stat_line(path, path.name)])
+    lines = [str(path)]
+    for root, dirs, files in os.walk(path):
+        dirs.sort()
+        for name in sorted(files):
+            full = Path(root, name)
+            lines.append(_stat_line(full, str(full.relative_to(path))))
+    return _digest(lines)
+
+
+def cache_path(cache_dir: str | Path | None, name: str, fingerprint: str, options: dict[str, Any]) -> Path:
+    opts = [f"{k}={options[k]}" for k in sorted(options)]
+    key = _digest([f"v{CACHE_VERSION}", fingerprint, *opts])
+    safe = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in name)[:40]
+    return Path(cache_dir or default_cache_dir()) / f"{safe}-{key}.pt"
+
+
+def load_cache(path: Path) -> dict | None:
+    """The cached payload, or None when absent, stale in format or unreadable (then rebuilt)."""
+    if not path.is_file():
+        return None
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as err:  # a truncated or foreign file: warn and decode again
+        warnings.warn(f"ignoring unreadable dataset cache {path}: {err}", stacklevel=2)
+        return None
+    if not isinstance(payload, dict) or payload.get("version") != CACHE_VERSION:
+        return None
+    return payload
+
+
+def _own_storage(t: torch.Tensor) -> torch.Tensor:
+    # torch.save writes a view's whole storage; a split carved from a larger tensor must be copied.
+    return t.clone() if t.untyped_storage().nbytes() != t.nbytes else t.contiguous()
+
+
+def save_cache(path: Path, payload: dict) -> None:
+    """Write atomically: temporary file in the same folder, fsync, rename. Failure only warns."""
+    payload = {k: ({s: {n: _own_storage(t) for n, t in v.items()} for s, v in payload[k].items()}
+                   if k == "splits" else v) for k, v in payload.items()}
+    payload["version"] = CACHE_VERSION
+    tmp = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+        with os.fdopen(fd, "wb") as f:
+            torch.save(payload, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as err:
+        warnings.warn(f"could not write the dataset cache {path} ({err}); the data will be decoded again next time",
+                      stacklevel=2)
+        if tmp and os.path.exists(tmp):
+            os.unlink(tmp)

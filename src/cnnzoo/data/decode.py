@@ -1,0 +1,154 @@
+"""Decoding image files into uint8 arrays with Pillow, in worker processes, surviving bad files.
+
+Every readable image becomes an `H x W x 1` (grey) or `H x W x 3` (colour) uint8 array:
+- CMYK, YCbCr, LAB, HSV: converted to RGB by Pillow.
+- RGBA, LA, palette with transparency: alpha composited on a WHITE background (what a viewer
+  shows on a page; `convert("RGB")` would instead expose whatever colour hides under alpha 0).
+- 16-bit ("I;16", "I;16B", "I") grey: scaled from 0..65535 to 0..255 with rounding, not
+  clipped (Pillow's `convert("L")` clips, which turns most 16-bit images white).
+- "1" and "L": grey.
+A file that cannot be decoded (empty, truncated pixel data, not an image at all) yields a
+reason string instead. Truncation is caught because `img.load()` decodes every pixel and
+`ImageFile.LOAD_TRUNCATED_IMAGES` is never set.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import multiprocessing
+import os
+import sys
+import warnings
+from concurrent.futures import ProcessPoolExecutor
+from itertools import repeat
+from typing import Iterable, Iterator, Sequence
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm"})
+BACKGROUND = 255  # alpha is composited on white
+_SIXTEEN_BIT = ("I;16", "I;16L", "I;16B", "I;16N", "I")
+
+# (name, bytes) with the encoded file, or (path, None) to read it from disk in the worker.
+Item = tuple[str, "bytes | None"]
+
+
+def _composite(rgba: np.ndarray) -> np.ndarray:
+    colour, alpha = rgba[..., :-1].astype(np.uint32), rgba[..., -1:].astype(np.uint32)
+    return ((colour * alpha + BACKGROUND * (255 - alpha) + 127) // 255).astype(np.uint8)
+
+
+def _scale_16bit(img: Image.Image) -> np.ndarray:
+    values = np.clip(np.asarray(img).astype(np.int64), 0, 65535)
+    return ((values * 255 + 32767) // 65535).astype(np.uint8)[..., None]
+
+
+def to_array(img: Image.Image) -> np.ndarray:
+    """A decoded Pillow image as uint8 H x W x C, C = 1 for grey modes and 3 otherwise."""
+    mode = img.mode
+    if mode in _SIXTEEN_BIT:
+        return _scale_16bit(img)
+    if mode == "P":
+        img = img.convert("RGBA" if "transparency" in img.info else "RGB")
+    elif mode == "PA":
+        img = img.convert("RGBA")
+    if img.mode in ("LA", "La"):
+        return _composite(np.asarray(img.convert("LA")))
+    if img.mode in ("RGBA", "RGBa"):
+        return _composite(np.asarray(img.convert("RGBA")))
+    if img.mode in ("1", "L"):
+        return np.asarray(img.convert("L"))[..., None]
+    return np.asarray(img.convert("RGB"))
+
+
+def _draft(img: Image.Image, size: int) -> None:
+    """Let the JPEG decoder scale by 1/2, 1/4 or 1/8 while staying at least `size` on the short side."""
+    w, h = img.size
+    scale = size / min(w, h)
+    if img.format == "JPEG" and scale < 1:
+        img.draft(img.mode, (math.ceil(w * scale), math.ceil(h * scale)))
+
+
+def resize_center_crop(arr: np.ndarray, size: int) -> np.ndarray:
+    """Resize the shorter side to `size` (bilinear, antialiased) and crop the centre square."""
+    h, w = arr.shape[:2]
+    if (h, w) != (size, size):
+        scale = size / min(h, w)
+        nw, nh = max(size, round(w * scale)), max(size, round(h * scale))
+        img = Image.fromarray(arr[..., 0] if arr.shape[2] == 1 else arr)
+        arr = np.asarray(img.resize((nw, nh), Image.BILINEAR)).reshape(nh, nw, -1)
+        top, left = (nh - size) // 2, (nw - size) // 2
+        arr = arr[top:top + size, left:left + size]
+    return np.ascontiguousarray(arr)
+
+
+def decode_image(source: str | bytes, size: int | None = None) -> np.ndarray:
+    """Decode one image file (a path or its bytes); raises on anything unreadable."""
+    with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as img:
+        if size:
+            _draft(img, size)
+        img.load()  # decode every pixel now: truncated data fails here, not at open
+        arr = to_array(ImageOps.exif_transpose(img))
+    return resize_center_crop(arr, size) if size else arr
+
+
+def describe_failure(err: Exception, payload: bytes | None, name: str) -> str:
+    empty = payload == b"" or (payload is None and os.path.isfile(name) and os.path.getsize(name) == 0)
+    if empty:
+        return "empty file (0 bytes)"
+    if isinstance(err, UnidentifiedImageError):
+        return "not an image file Pillow can read"
+    return f"{type(err).__name__}: {err}"
+
+
+def decode_chunk(items: Sequence[Item], size: int | None) -> tuple[list[np.ndarray | None], list[str | None]]:
+    """Decode a list of items; a bad file gives None and its reason instead of raising."""
+    arrays: list[np.ndarray | None] = []
+    reasons: list[str | None] = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # Pillow's hints about EXIF or palettes are not the user's problem
+        for name, payload in items:
+            try:
+                arrays.append(decode_image(name if payload is None else payload, size))
+                reasons.append(None)
+            except Exception as err:  # Pillow raises OSError, SyntaxError, ValueError... for broken files
+                arrays.append(None)
+                reasons.append(describe_failure(err, payload, name))
+    return arrays, reasons
+
+
+def _chunks(items: Iterable[Item], n: int) -> Iterator[list[Item]]:
+    chunk: list[Item] = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) == n:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def _pool(num_workers: int) -> ProcessPoolExecutor:
+    # fork: workers need only Pillow and numpy, and skip re-importing torch (seconds) per worker.
+    ctx = multiprocessing.get_context("fork") if sys.platform.startswith("linux") else None
+    return ProcessPoolExecutor(num_workers, mp_context=ctx)
+
+
+def decode_many(items: Iterable[Item], *, size: int | None = None, num_workers: int = 2,
+                chunk: int = 512) -> tuple[list[np.ndarray | None], list[str | None]]:
+    """Decode all items in order, in `num_workers` processes (in this process when <= 1)."""
+    arrays: list[np.ndarray | None] = []
+    reasons: list[str | None] = []
+    chunks = _chunks(items, chunk)
+    pool = _pool(num_workers) if num_workers > 1 else None
+    try:
+        results = pool.map(decode_chunk, chunks, repeat(size)) if pool else (decode_chunk(c, size) for c in chunks)
+        for a, r in results:
+            arrays += a
+            reasons += r
+    finally:
+        if pool:
+            pool.shutdown(cancel_futures=True)
+    return arrays, reasons

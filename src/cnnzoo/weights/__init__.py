@@ -1,0 +1,1 @@
+"""Loaders for published weights (converted into cnnzoo's models without unpickling code)."""

@@ -1,0 +1,60 @@
+"""`cnnzoo list | info | summary` run as a user would, in a subprocess."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+
+def cnnzoo(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "cnnzoo", *args], capture_output=True, text=True, timeout=120)
+
+
+def test_help_lists_subcommands():
+    out = cnnzoo("--help")
+    assert out.returncode == 0
+    for command in ("list", "info", "summary"):
+        assert command in out.stdout
+
+
+def test_list_with_pattern():
+    out = cnnzoo("list", "lenet*")
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[0].split() == ["name", "family", "input", "params"]
+    assert any(line.startswith("lenet5 ") and "61,706" in line for line in lines)
+    assert "2 model(s)" in out.stdout
+
+
+def test_info_shows_paper():
+    out = cnnzoo("info", "lenet5")
+    assert out.returncode == 0, out.stderr
+    assert "Gradient-Based Learning Applied to Document Recognition" in out.stdout
+    assert "parameters:   61,706" in out.stdout
+
+
+def test_summary_prints_table_and_totals():
+    out = cnnzoo("summary", "lenet5", "--input-size", "1,32,32", "--depth", "1")
+    assert out.returncode == 0, out.stderr
+    assert "Total params:          61,706" in out.stdout
+    assert "MACs:                  416,520" in out.stdout
+    assert "FLOPs (= 2 x MACs):    833,040" in out.stdout
+
+
+@pytest.mark.parametrize("args, message", [
+    (("info", "lenet"), "did you mean lenet5"),
+    (("summary", "lenet5", "--input-size", "1,4,4"), "cannot run on input 1x4x4"),
+    (("list", "nothing_like_this*"), "no model matches"),
+])
+def test_user_errors_are_one_line_exit_2(args, message):
+    out = cnnzoo(*args)
+    assert out.returncode == 2
+    assert message in out.stderr
+    assert "Traceback" not in out.stderr and len(out.stderr.strip().splitlines()) == 1
+
+
+def test_bad_input_size_is_an_argparse_error():
+    out = cnnzoo("summary", "lenet5", "--input-size", "abc")
+    assert out.returncode == 2 and "expected C,H,W" in out.stderr
