@@ -61,7 +61,10 @@ def test_resnet20_weights_classify_cifar10():
     assert model.default_cfg["architecture"] == "resnet20_cifar"
     x, y = read_cifar_test(CIFAR_TAR, PER_CLASS)
     assert x.shape == (10 * PER_CLASS, 3, 32, 32)
-    assert accuracy(model, x, y) > 0.85  # about 0.91 on CIFAR-10 (JPEG)
+    # 91.8% on the official CIFAR-10 test set; the JPEG re-encoding costs about 10 points
+    # (81.0% on all 10k JPEG test images, 81.4% on these 2,000). Broken option-A padding
+    # (all zeros on one side) gives 18%, BGR input 70%.
+    assert accuracy(model, x, y) > 0.78
 
 
 @needs_shared

@@ -18,6 +18,11 @@ SUBCOMMANDS = (
     "list_cmd",
     "info",
     "summary_cmd",
+    "train",
+    "eval_cmd",
+    "predict",
+    "denoise",
+    "explain",
 )
 
 

@@ -90,18 +90,17 @@ def carve(split: ImageSplit, fraction: float, seed: int) -> tuple[ImageSplit, Im
     return split.subset(keep), split.subset(take)
 
 
-def channel_stats(images: torch.Tensor, chunk: int = 4096) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """Per-channel mean and std in [0, 1] units, accumulated in float64 chunk by chunk."""
+def channel_stats(images: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and std in [0, 1] units, exact: from a 256-bin histogram of each channel."""
     if images.shape[0] == 0:
         raise DataError("cannot compute normalisation statistics of an empty training split")
-    c = images.shape[1]
-    total = torch.zeros(c, dtype=torch.float64)
-    total_sq = torch.zeros(c, dtype=torch.float64)
-    for start in range(0, images.shape[0], chunk):
-        x = images[start:start + chunk].to(torch.float64).transpose(0, 1).reshape(c, -1)
-        total += x.sum(1)
-        total_sq += (x * x).sum(1)
-    count = images.numel() / c
-    mean = total / count
-    std = (total_sq / count - mean * mean).clamp_min(0).sqrt()
-    return tuple(round(v / 255, 4) for v in mean.tolist()), tuple(round(max(v, 1.0) / 255, 4) for v in std.tolist())
+    levels = torch.arange(256, dtype=torch.float64)
+    means, stds = [], []
+    for c in range(images.shape[1]):
+        hist = torch.bincount(images[:, c].reshape(-1), minlength=256).double()
+        p = hist / hist.sum()
+        mean = (p * levels).sum()
+        var = (p * (levels - mean) ** 2).sum()
+        means.append(round(float(mean) / 255, 4))
+        stds.append(round(max(float(var.sqrt()), 1.0) / 255, 4))  # a constant channel would divide by 0
+    return tuple(means), tuple(stds)

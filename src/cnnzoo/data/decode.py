@@ -27,7 +27,8 @@ from typing import Iterable, Iterator, Sequence
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm"})
+IMAGE_EXTENSIONS = frozenset(
+    {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm"})
 BACKGROUND = 255  # alpha is composited on white
 _SIXTEEN_BIT = ("I;16", "I;16L", "I;16B", "I;16N", "I")
 
@@ -131,7 +132,9 @@ def _chunks(items: Iterable[Item], n: int) -> Iterator[list[Item]]:
 
 
 def _pool(num_workers: int) -> ProcessPoolExecutor:
-    # fork: workers need only Pillow and numpy, and skip re-importing torch (seconds) per worker.
+    # fork: the workers only run Pillow and numpy, and skip re-importing torch (seconds each).
+    # Python 3.12+ warns that forking a process with threads (torch's pool) may deadlock; that
+    # risk is in locks the children would take, and Pillow/numpy take none of torch's.
     ctx = multiprocessing.get_context("fork") if sys.platform.startswith("linux") else None
     return ProcessPoolExecutor(num_workers, mp_context=ctx)
 
@@ -144,10 +147,12 @@ def decode_many(items: Iterable[Item], *, size: int | None = None, num_workers: 
     chunks = _chunks(items, chunk)
     pool = _pool(num_workers) if num_workers > 1 else None
     try:
-        results = pool.map(decode_chunk, chunks, repeat(size)) if pool else (decode_chunk(c, size) for c in chunks)
-        for a, r in results:
-            arrays += a
-            reasons += r
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", "This process .* is multi-threaded", DeprecationWarning)
+            results = pool.map(decode_chunk, chunks, repeat(size)) if pool else map(decode_chunk, chunks, repeat(size))
+            for a, r in results:
+                arrays += a
+                reasons += r
     finally:
         if pool:
             pool.shutdown(cancel_futures=True)

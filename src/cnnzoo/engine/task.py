@@ -28,7 +28,7 @@ from ..errors import CnnzooError
 # name -> module defining TASK. The denoising module is written against the same protocol.
 TASKS: dict[str, str] = {
     "classify": "cnnzoo.tasks.classification",
-    "denoise": "cnnzoo.tasks.denoising",
+    "denoise": "cnnzoo.tasks.denoise",
 }
 
 
@@ -81,5 +81,7 @@ def get_task(name: str) -> Task:
         if err.name != TASKS[name]:
             raise
         raise UnknownTaskError(f"task {name!r} is not available in this installation ({TASKS[name]} is missing)") from None
-    task = module.TASK
+    task = getattr(module, "TASK", None)
+    if task is None:
+        raise UnknownTaskError(f"task {name!r} is not available yet ({TASKS[name]} defines no TASK)")
     return task() if isinstance(task, type) else task

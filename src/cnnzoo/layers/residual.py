@@ -1,17 +1,21 @@
-"""Residual blocks (He et al. 2016, "Deep Residual Learning for Image Recognition", arXiv 1512.03385).
+"""Residual blocks: the basic and bottleneck units of ResNet (He et al. 2016, "Deep Residual
+Learning for Image Recognition", arXiv 1512.03385), ResNeXt's grouped bottleneck, and the
+full pre-activation units of "Identity Mappings in Deep Residual Networks" (arXiv 1603.05027).
 
 Every block takes the same arguments, so the ResNet class can build any of them:
 `(in_chs, planes, stride, downsample, groups, base_width, dilation, attn_layer, attn_kwargs,
-norm_layer, act_layer, drop_path)`. `planes * block.expansion` is the block's output width.
-Attention plugs in by name (see `layers.attention`): block-level types ("se", "cbam", "ge")
-sit after the last norm, before the addition, as in the SE paper; "sk" replaces the block's
-3x3 convolution with a selective-kernel convolution, as in the SKNet paper.
+norm_layer, act_layer, drop_path)`, plus block-specific keywords (`preact`; the shake
+options, given through the network's `block_args`). The output width is
+`planes * block.expansion`.
+Attention plugs in by name (see `layers.attention`): a block-level module ("se", "cbam",
+"ge"; BAM when asked) sits after the last norm, before the addition, as in the SE paper;
+"sk" replaces the block's 3x3 convolution with a selective-kernel convolution, as in SKNet.
 The shortcut (`downsample`) is built by `create_shortcut` for the paper's options A, B, C.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -71,8 +75,11 @@ def create_shortcut(option: str, in_chs: int, out_chs: int, stride: int,
 
 
 def make_block_attn(attn_layer: str | None, channels: int, attn_kwargs: dict | None) -> nn.Module:
-    """The block-level attention module, or Identity when `attn_layer` is placed elsewhere."""
-    if attn_placement(attn_layer) != "block":
+    """The attention module after a block's last norm; Identity for none or for SK (a conv).
+
+    The network decides what reaches a block: BAM only when asked to sit inside blocks.
+    """
+    if attn_placement(attn_layer) in (None, "conv"):
         return nn.Identity()
     return create_attn(attn_layer, channels, **(attn_kwargs or {}))
 
@@ -181,12 +188,100 @@ class Bottleneck(nn.Module):
         return self.act3(self.drop_path(x) + shortcut)
 
 
+class PreActBasicBlock(nn.Module):
+    """Full pre-activation basic unit (He et al. 2016, "Identity Mappings in Deep Residual
+    Networks", arXiv 1603.05027, Fig. 4e): BN-ReLU-conv3x3-BN-ReLU-conv3x3, nothing after the add.
+
+    A projection shortcut reads the pre-activated input (the BN-ReLU is shared by both paths,
+    as in the authors' code); identity and zero-padding shortcuts read the raw input.
+    `preact=False` drops the first BN-ReLU for the network's first unit, whose input the stem
+    has already activated (the paper's special case for the first unit).
+    """
+
+    expansion = 1
+
+    def __init__(self, in_chs: int, planes: int, stride: int = 1, downsample: nn.Module | None = None,
+                 groups: int = 1, base_width: int = 64, dilation: int = 1, attn_layer: str | None = None,
+                 attn_kwargs: dict | None = None, norm_layer: LayerFactory = nn.BatchNorm2d,
+                 act_layer: LayerFactory = nn.ReLU, drop_path: float = 0.0, preact: bool = True):
+        super().__init__()
+        if groups != 1 or base_width != 64:
+            raise ValueError("PreActBasicBlock supports only groups=1 and base_width=64")
+        out_chs = planes * self.expansion
+        self.bn1 = norm_layer(in_chs) if preact else nn.Identity()
+        self.act1 = make_act(act_layer) if preact else nn.Identity()
+        self.conv1, self.bn2, self.act2 = make_spatial_conv(
+            in_chs, planes, stride=stride, dilation=dilation, attn_layer=attn_layer, attn_kwargs=attn_kwargs,
+            norm_layer=norm_layer, act_layer=act_layer)
+        self.conv2 = nn.Conv2d(planes, out_chs, 3, 1, dilation, dilation, bias=False)
+        self.attn = make_block_attn(attn_layer, out_chs, attn_kwargs)
+        self.downsample = downsample
+        self.drop_path = _drop_path(drop_path)
+
+    def zero_init_last(self) -> None:
+        nn.init.zeros_(self.conv2.weight)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pre = self.act1(self.bn1(x))
+        shortcut = _preact_shortcut(self.downsample, x, pre)
+        x = self.conv2(self.act2(self.bn2(self.conv1(pre))))
+        return self.drop_path(self.attn(x)) + shortcut
+
+
+class PreActBottleneck(nn.Module):
+    """Full pre-activation bottleneck unit (arXiv 1603.05027): BN-ReLU-1x1, BN-ReLU-3x3, BN-ReLU-1x1.
+
+    Shortcut and `preact` as in `PreActBasicBlock`; the stride sits on the 3x3 conv.
+    """
+
+    expansion = 4
+
+    def __init__(self, in_chs: int, planes: int, stride: int = 1, downsample: nn.Module | None = None,
+                 groups: int = 1, base_width: int = 64, dilation: int = 1, attn_layer: str | None = None,
+                 attn_kwargs: dict | None = None, norm_layer: LayerFactory = nn.BatchNorm2d,
+                 act_layer: LayerFactory = nn.ReLU, drop_path: float = 0.0, preact: bool = True):
+        super().__init__()
+        width = bottleneck_width(planes, groups, base_width)
+        out_chs = planes * self.expansion
+        self.bn1 = norm_layer(in_chs) if preact else nn.Identity()
+        self.act1 = make_act(act_layer) if preact else nn.Identity()
+        self.conv1 = nn.Conv2d(in_chs, width, 1, bias=False)
+        self.bn2 = norm_layer(width)
+        self.act2 = make_act(act_layer)
+        self.conv2, self.bn3, self.act3 = make_spatial_conv(
+            width, width, stride=stride, groups=groups, dilation=dilation, attn_layer=attn_layer,
+            attn_kwargs=attn_kwargs, norm_layer=norm_layer, act_layer=act_layer)
+        self.conv3 = nn.Conv2d(width, out_chs, 1, bias=False)
+        self.attn = make_block_attn(attn_layer, out_chs, attn_kwargs)
+        self.downsample = downsample
+        self.drop_path = _drop_path(drop_path)
+
+    def zero_init_last(self) -> None:
+        nn.init.zeros_(self.conv3.weight)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pre = self.act1(self.bn1(x))
+        shortcut = _preact_shortcut(self.downsample, x, pre)
+        x = self.conv2(self.act2(self.bn2(self.conv1(pre))))
+        x = self.conv3(self.act3(self.bn3(x)))
+        return self.drop_path(self.attn(x)) + shortcut
+
+
+def _preact_shortcut(downsample: nn.Module | None, x: torch.Tensor, pre: torch.Tensor) -> torch.Tensor:
+    if downsample is None:
+        return x
+    return downsample(x if isinstance(downsample, PadShortcut) else pre)
+
+
 def bottleneck_width(planes: int, groups: int = 1, base_width: int = 64) -> int:
     """Width of the grouped 3x3 conv: `groups` x (`base_width` scaled by the stage), as in ResNeXt."""
     return int(planes * (base_width / 64.0)) * groups
 
 
-BLOCKS: dict[str, type[nn.Module]] = {"basic": BasicBlock, "bottleneck": Bottleneck}
+BLOCKS: dict[str, type[nn.Module]] = {
+    "basic": BasicBlock, "bottleneck": Bottleneck,
+    "preact_basic": PreActBasicBlock, "preact_bottleneck": PreActBottleneck,
+}
 
 
 def get_block(block: str | type[nn.Module]) -> type[nn.Module]:
@@ -198,7 +293,3 @@ def get_block(block: str | type[nn.Module]) -> type[nn.Module]:
             raise ValueError(f"unknown block {block!r}; choose from {', '.join(sorted(BLOCKS))}") from None
     return block
 
-
-def block_kwargs(**kwargs: Any) -> dict[str, Any]:
-    """Drop None-valued options so block defaults apply."""
-    return {k: v for k, v in kwargs.items() if v is not None}

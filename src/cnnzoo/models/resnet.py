@@ -25,7 +25,7 @@ from torch import nn
 
 from ..layers.attention import attn_placement, create_attn
 from ..layers.drop import drop_path_rates
-from ..layers.residual import BasicBlock, Bottleneck, create_shortcut, get_block, make_act
+from ..layers.residual import BasicBlock, create_shortcut, get_block, make_act
 from ..registry import Paper, build_model, register_model
 from .base import ZooModel
 
@@ -44,7 +44,7 @@ class ResNet(ZooModel):
     `block`: a block class or "basic"/"bottleneck"; `layers`: blocks per stage; `widths`:
     planes per stage (the first stage keeps the resolution, each later one halves it).
     `attn_layer`: an attention name from `layers.attention`, placed where its paper puts it
-    (override with `attn_placement="block"|"stage"`).
+    (override with `attn_placement="block"|"stage"`). `block_args`: extra options for every block.
     """
 
     def __init__(
@@ -61,6 +61,7 @@ class ResNet(ZooModel):
         attn_layer: str | None = None,
         attn_kwargs: dict | None = None,
         attn_placement: str | None = None,
+        block_args: dict | None = None,
         drop_rate: float = 0.0,
         drop_path_rate: float = 0.0,
         norm_layer: LayerFactory = nn.BatchNorm2d,
@@ -72,7 +73,7 @@ class ResNet(ZooModel):
         super().__init__()
         if len(layers) != len(widths):
             raise ValueError(f"layers {tuple(layers)} and widths {tuple(widths)} must have the same length")
-        self.block = get_block(block)
+        self.block = self._resolve_block(block)
         self.in_chans = in_chans
         self.shortcut = shortcut
         self.norm_layer, self.act_layer = norm_layer, act_layer
@@ -83,22 +84,28 @@ class ResNet(ZooModel):
         dprs = iter(drop_path_rates(drop_path_rate, sum(layers)))
         in_chs, self.stage_names = stem_width, []
         for i, (depth, planes) in enumerate(zip(layers, widths)):
-            blocks = [
-                self._make_block(i, j, in_chs if j == 0 else planes * self.block.expansion, planes,
-                                 stride=(1 if i == 0 else 2) if j == 0 else 1, groups=groups,
-                                 base_width=base_width, attn_layer=block_attn, attn_kwargs=attn_kwargs,
-                                 drop_path=next(dprs))
-                for j in range(depth)
-            ]
-            in_chs = planes * self.block.expansion
-            stage = OrderedDict((str(j), b) for j, b in enumerate(blocks))
+            stage = OrderedDict()
+            for j in range(depth):
+                stride = 2 if i > 0 and j == 0 else 1  # each stage after the first halves the resolution
+                stage[str(j)] = self._make_block(
+                    i, j, in_chs, planes, stride=stride, groups=groups, base_width=base_width, attn_layer=block_attn,
+                    attn_kwargs=attn_kwargs, drop_path=next(dprs), **(block_args or {}))
+                in_chs = planes * self.block.expansion
             if placement == "stage" and i < len(layers) - 1:
                 stage["attn"] = create_attn(attn_layer, in_chs, **(attn_kwargs or {}))
             self.add_module(f"layer{i + 1}", nn.Sequential(stage))
             self.stage_names.append(f"layer{i + 1}")
         self.num_features = in_chs
+        self.final_norm = self._make_final_norm(in_chs)
         self._init_head(num_classes, drop_rate)
         self._init_weights(zero_init_last)
+
+    @staticmethod
+    def _resolve_block(block: str | type[nn.Module]) -> type[nn.Module]:
+        return get_block(block)
+
+    def _make_final_norm(self, channels: int) -> nn.Module:
+        return nn.Identity()  # post-activation blocks end normalised and activated already
 
     def _make_stem(self, stem: str, stem_width: int, in_chans: int) -> None:
         if stem not in STEMS:
@@ -128,7 +135,7 @@ class ResNet(ZooModel):
                 nn.init.zeros_(m.bias)
         if zero_init_last:  # each block starts as an identity (Goyal et al. 2017)
             for m in self.modules():
-                if hasattr(m, "zero_init_last") and callable(m.zero_init_last) and m is not self:
+                if m is not self and callable(getattr(m, "zero_init_last", None)):
                     m.zero_init_last()
 
     def forward_stem(self, x: torch.Tensor) -> torch.Tensor:
@@ -138,7 +145,7 @@ class ResNet(ZooModel):
         x = self.forward_stem(x)
         for name in self.stage_names:
             x = getattr(self, name)(x)
-        return x
+        return self.final_norm(x)
 
 
 def _resolve_placement(attn_layer: str | None, override: str | None) -> str | None:
@@ -161,6 +168,8 @@ CIFAR_WIDTHS = (16, 32, 64)
 _HEAVY = dict(test_input_size=(3, 16, 16))
 _A_SRC = "cnnzoo (the paper's section 4.2 layout; matches akamaster/pytorch_resnet_cifar10)"
 _KL_SRC = "cnnzoo (matches kuangliu/pytorch-cifar)"
+_CIFAR = dict(family="resnet", paper=PAPER, input_style="cifar", num_classes=10)
+_IMAGENET = dict(family="resnet", paper=PAPER, input_style="imagenet", ref_source="torchvision")
 
 
 def cifar_args(depth: int, **extra) -> dict:
@@ -182,97 +191,138 @@ def wide_cifar_args(depth: int, **extra) -> dict:
     return dict(imagenet_args(depth), stem="cifar", stem_width=64, num_classes=10, **extra)
 
 
-@register_model(family="resnet", paper=PAPER, input_style="cifar", num_classes=10, ref_params=269_722, ref_source=_A_SRC)
+@register_model(**_CIFAR, ref_params=269_722, ref_source=_A_SRC)
 def resnet20_cifar(**kwargs) -> ResNet:
     """ResNet-20 for CIFAR (section 4.2): 3 stages of 3 basic blocks, option-A shortcuts."""
     return build_model(ResNet, cifar_args(20), kwargs)
 
 
-@register_model(family="resnet", paper=PAPER, input_style="cifar", num_classes=10, ref_params=464_154, ref_source=_A_SRC)
+@register_model(**_CIFAR, ref_params=464_154, ref_source=_A_SRC)
 def resnet32_cifar(**kwargs) -> ResNet:
     """ResNet-32 for CIFAR (section 4.2): 3 stages of 5 basic blocks, option-A shortcuts."""
     return build_model(ResNet, cifar_args(32), kwargs)
 
 
-@register_model(family="resnet", paper=PAPER, input_style="cifar", num_classes=10, ref_params=658_586, ref_source=_A_SRC)
+@register_model(**_CIFAR, ref_params=658_586, ref_source=_A_SRC)
 def resnet44_cifar(**kwargs) -> ResNet:
     """ResNet-44 for CIFAR (section 4.2): 3 stages of 7 basic blocks, option-A shortcuts."""
     return build_model(ResNet, cifar_args(44), kwargs)
 
 
-@register_model(family="resnet", paper=PAPER, input_style="cifar", num_classes=10, ref_params=853_018, ref_source=_A_SRC)
+@register_model(**_CIFAR, ref_params=853_018, ref_source=_A_SRC)
 def resnet56_cifar(**kwargs) -> ResNet:
     """ResNet-56 for CIFAR (section 4.2): 3 stages of 9 basic blocks, option-A shortcuts."""
     return build_model(ResNet, cifar_args(56), kwargs)
 
 
-@register_model(family="resnet", paper=PAPER, input_style="cifar", num_classes=10, ref_params=1_727_962, ref_source=_A_SRC)
+@register_model(**_CIFAR, ref_params=1_727_962, ref_source=_A_SRC)
 def resnet110_cifar(**kwargs) -> ResNet:
     """ResNet-110 for CIFAR (section 4.2): 3 stages of 18 basic blocks, option-A shortcuts."""
     return build_model(ResNet, cifar_args(110), kwargs)
 
 
-@register_model(family="resnet", paper=PAPER, input_style="cifar", num_classes=10, ref_params=19_421_274, ref_source=_A_SRC, extra_cfg=_HEAVY)
+@register_model(**_CIFAR, ref_params=19_421_274, ref_source=_A_SRC, extra_cfg=_HEAVY)
 def resnet1202_cifar(**kwargs) -> ResNet:
     """ResNet-1202 for CIFAR (section 4.2): 3 stages of 200 basic blocks, option-A shortcuts."""
     return build_model(ResNet, cifar_args(1202), kwargs)
 
 
-@register_model(family="resnet", paper=PAPER, input_style="cifar", num_classes=10, ref_params=11_173_962, ref_source=_KL_SRC)
+@register_model(**_CIFAR, ref_params=11_173_962, ref_source=_KL_SRC)
 def resnet18_cifar(**kwargs) -> ResNet:
     """ResNet-18 at ImageNet widths on CIFAR: 3x3 stem of 64, no max-pool, option B."""
     return build_model(ResNet, wide_cifar_args(18), kwargs)
 
 
-@register_model(family="resnet", paper=PAPER, input_style="cifar", num_classes=10, ref_params=21_282_122, ref_source=_KL_SRC)
+@register_model(**_CIFAR, ref_params=21_282_122, ref_source=_KL_SRC)
 def resnet34_cifar(**kwargs) -> ResNet:
     """ResNet-34 at ImageNet widths on CIFAR: 3x3 stem of 64, no max-pool, option B."""
     return build_model(ResNet, wide_cifar_args(34), kwargs)
 
 
-@register_model(family="resnet", paper=PAPER, input_style="cifar", num_classes=10, ref_params=23_520_842, ref_source=_KL_SRC)
+@register_model(**_CIFAR, ref_params=23_520_842, ref_source=_KL_SRC, extra_cfg=_HEAVY)
 def resnet50_cifar(**kwargs) -> ResNet:
     """ResNet-50 at ImageNet widths on CIFAR: 3x3 stem of 64, no max-pool, option B."""
     return build_model(ResNet, wide_cifar_args(50), kwargs)
 
 
-@register_model(family="resnet", paper=PAPER, input_style="cifar", num_classes=10, ref_params=42_512_970, ref_source=_KL_SRC)
+@register_model(**_CIFAR, ref_params=42_512_970, ref_source=_KL_SRC, extra_cfg=_HEAVY)
 def resnet101_cifar(**kwargs) -> ResNet:
     """ResNet-101 at ImageNet widths on CIFAR: 3x3 stem of 64, no max-pool, option B."""
     return build_model(ResNet, wide_cifar_args(101), kwargs)
 
 
-@register_model(family="resnet", paper=PAPER, input_style="cifar", num_classes=10, ref_params=58_156_618, ref_source=_KL_SRC)
+@register_model(**_CIFAR, ref_params=58_156_618, ref_source=_KL_SRC, extra_cfg=_HEAVY)
 def resnet152_cifar(**kwargs) -> ResNet:
     """ResNet-152 at ImageNet widths on CIFAR: 3x3 stem of 64, no max-pool, option B."""
     return build_model(ResNet, wide_cifar_args(152), kwargs)
 
 
-@register_model(family="resnet", paper=PAPER, input_style="imagenet", ref_params=11_689_512, ref_source="torchvision")
+@register_model(**_IMAGENET, ref_params=11_689_512)
 def resnet18(**kwargs) -> ResNet:
     """ResNet-18 (Table 1), torchvision's layout."""
     return build_model(ResNet, imagenet_args(18), kwargs)
 
 
-@register_model(family="resnet", paper=PAPER, input_style="imagenet", ref_params=21_797_672, ref_source="torchvision")
+@register_model(**_IMAGENET, ref_params=21_797_672)
 def resnet34(**kwargs) -> ResNet:
     """ResNet-34 (Table 1), torchvision's layout."""
     return build_model(ResNet, imagenet_args(34), kwargs)
 
 
-@register_model(family="resnet", paper=PAPER, input_style="imagenet", ref_params=25_557_032, ref_source="torchvision")
+@register_model(**_IMAGENET, ref_params=25_557_032)
 def resnet50(**kwargs) -> ResNet:
     """ResNet-50 (Table 1), torchvision's layout."""
     return build_model(ResNet, imagenet_args(50), kwargs)
 
 
-@register_model(family="resnet", paper=PAPER, input_style="imagenet", ref_params=44_549_160, ref_source="torchvision")
+@register_model(**_IMAGENET, ref_params=44_549_160)
 def resnet101(**kwargs) -> ResNet:
     """ResNet-101 (Table 1), torchvision's layout."""
     return build_model(ResNet, imagenet_args(101), kwargs)
 
 
-@register_model(family="resnet", paper=PAPER, input_style="imagenet", ref_params=60_192_808, ref_source="torchvision")
+@register_model(**_IMAGENET, ref_params=60_192_808)
 def resnet152(**kwargs) -> ResNet:
     """ResNet-152 (Table 1), torchvision's layout."""
     return build_model(ResNet, imagenet_args(152), kwargs)
+
+
+def resnext29_args(groups: int, base_width: int, **extra) -> dict:
+    """ResNeXt-29 for CIFAR (section 5.3): 3x3 stem of 64, 3 stages of 3 bottlenecks, outputs 256-512-1024."""
+    return dict(block="bottleneck", layers=(3, 3, 3), widths=(64, 128, 256), stem="cifar", stem_width=64,
+                groups=groups, base_width=base_width, num_classes=10, **extra)
+
+
+_RX_CIFAR = dict(family="resnext", paper=RESNEXT_PAPER, input_style="cifar", num_classes=10)
+
+
+@register_model(**_RX_CIFAR, ref_params=34_426_698, ref_source="the paper's CIFAR table (34.4M)", extra_cfg=_HEAVY)
+def resnext29_8x64d_cifar(**kwargs) -> ResNet:
+    """ResNeXt-29, cardinality 8, bottleneck width 64d."""
+    return build_model(ResNet, resnext29_args(8, 64), kwargs)
+
+
+@register_model(**_RX_CIFAR, ref_params=68_155_210, ref_source="the paper's CIFAR table (68.1M)", extra_cfg=_HEAVY)
+def resnext29_16x64d_cifar(**kwargs) -> ResNet:
+    """ResNeXt-29, cardinality 16, bottleneck width 64d."""
+    return build_model(ResNet, resnext29_args(16, 64), kwargs)
+
+
+@register_model(**_RX_CIFAR, ref_params=4_775_754, ref_source="cnnzoo (the paper's ResNeXt-29 layout)")
+def resnext29_32x4d_cifar(**kwargs) -> ResNet:
+    """ResNeXt-29, cardinality 32, bottleneck width 4d (the paper's template at 32x4d)."""
+    return build_model(ResNet, resnext29_args(32, 4), kwargs)
+
+
+@register_model(family="resnext", paper=RESNEXT_PAPER, input_style="imagenet", ref_params=25_028_904,
+                ref_source="torchvision")
+def resnext50_32x4d(**kwargs) -> ResNet:
+    """ResNeXt-50 (32x4d), Table 1 of the paper."""
+    return build_model(ResNet, imagenet_args(50, groups=32, base_width=4), kwargs)
+
+
+@register_model(family="resnext", paper=RESNEXT_PAPER, input_style="imagenet", ref_params=88_791_336,
+                ref_source="torchvision")
+def resnext101_32x8d(**kwargs) -> ResNet:
+    """ResNeXt-101 (32x8d)."""
+    return build_model(ResNet, imagenet_args(101, groups=32, base_width=8), kwargs)

@@ -1,0 +1,121 @@
+"""`cnnzoo denoise WEIGHTS IN OUT [--sigma S]`: denoise an image file with DnCNN, and
+`cnnzoo denoise WEIGHTS --eval DATA`: mean PSNR/SSIM per test set at a noise level.
+
+WEIGHTS is the official DnCNN file (a legacy whole-module pickle, read without running any
+code from it) or a checkpoint written by `cnnzoo train --task denoise`.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ..errors import CnnzooError
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "denoise", help="remove Gaussian noise from an image with DnCNN, or score it on test sets",
+        description="Denoise IN into OUT. Without --sigma, IN is a noisy photo. With --sigma S, IN is a clean "
+                    "image: seeded Gaussian noise of level S (0-255 scale) is added first and the PSNR/SSIM of "
+                    "the noisy and denoised images are printed. With --eval DATA (a folder or .tar.gz whose "
+                    "sub-folders are test sets), prints the mean PSNR/SSIM per test set instead.",
+    )
+    p.add_argument("weights", help="official DnCNN .pth or a `cnnzoo train --task denoise` checkpoint")
+    p.add_argument("input", nargs="?", metavar="IN", help="image to denoise")
+    p.add_argument("output", nargs="?", metavar="OUT", help="where to write the denoised image")
+    p.add_argument("--sigma", type=float, help="add Gaussian noise of this level (0-255 scale) to IN first")
+    p.add_argument("--seed", type=int, default=0, help="noise seed (default 0)")
+    p.add_argument("--noisy-out", metavar="PATH", help="also write the noisy image (with --sigma)")
+    p.add_argument("--eval", metavar="DATA", help="score the test sets of DATA instead of denoising one file")
+    p.add_argument("--sets", help="test sets (sub-folders) to score, comma-separated (default: all but train*)")
+    p.add_argument("--per-image", action="store_true", help="with --eval, one line per image")
+    p.add_argument("--tile", type=int, default=1024, help="process images larger than this in tiles (default 1024)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--trust-checkpoint", action="store_true",
+                   help="allow pickled Python objects in a cnnzoo checkpoint (trusted files only)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..engine.trainer import resolve_device
+    from ..tasks.denoise_task import load_denoiser
+
+    if args.eval is None and (args.input is None or args.output is None):
+        raise CnnzooError("give IN and OUT image paths, or --eval DATA")
+    if args.eval is not None and args.input is not None:
+        raise CnnzooError("--eval scores test sets; leave out IN and OUT")
+    if args.sigma is not None and args.sigma < 0:
+        raise CnnzooError(f"--sigma must be >= 0, got {args.sigma}")
+    if args.tile < 128:
+        raise CnnzooError(f"--tile must be at least 128 pixels, got {args.tile}")
+    model, description = load_denoiser(args.weights, trust=args.trust_checkpoint, device=resolve_device(args.device))
+    print(f"model: {description}")
+    return evaluate_sets(model, args) if args.eval is not None else denoise_file(model, args)
+
+
+def denoise_file(model, args: argparse.Namespace) -> int:
+    from ..tasks import denoise as dn
+
+    image = dn.load_image(args.input, channels=model.in_chans)
+    kind = "grey" if model.in_chans == 1 else "RGB"
+    if args.sigma is None:
+        estimate = dn.denoise(model, image, tile=args.tile)
+        dn.save_image(estimate, args.output)
+        print(f"denoised {args.input} ({image.shape[2]}x{image.shape[1]} {kind}) -> {args.output}")
+        return 0
+    noisy = dn.add_gaussian_noise(image, args.sigma, generator=_generator(args.seed))
+    estimate = dn.denoise(model, noisy, tile=args.tile)
+    dn.save_image(estimate, args.output)
+    if args.noisy_out:
+        dn.save_image(noisy, args.noisy_out)
+    print(f"{args.input} ({image.shape[2]}x{image.shape[1]} {kind}) + Gaussian noise sigma {args.sigma:g} (seed {args.seed})")
+    print(f"noisy:    PSNR {float(dn.psnr(noisy, image)):6.2f} dB  SSIM {float(dn.ssim(noisy.clamp(0, 1), image)):.4f}")
+    print(f"denoised: PSNR {float(dn.psnr(estimate, image)):6.2f} dB  SSIM {float(dn.ssim(estimate, image)):.4f}"
+          f"  -> {args.output}")
+    return 0
+
+
+def _generator(seed: int):
+    import torch
+
+    return torch.Generator().manual_seed(seed)
+
+
+def evaluate_sets(model, args: argparse.Namespace) -> int:
+    from ..tasks import denoise as dn
+
+    groups = dn.image_sets(args.eval)
+    named = sorted(g for g in groups if g)
+    sets = [s.strip() for s in args.sets.split(",") if s.strip()] if args.sets else \
+        [g for g in named if not g.lower().startswith("train")] or [""]
+    unknown = [s for s in sets if s not in groups]
+    if unknown:
+        raise CnnzooError(f"{args.eval} has no test set {unknown[0]!r} (it has: {', '.join(named) or 'no sub-folders'})")
+    sigma = 25.0 if args.sigma is None else args.sigma
+    for name in sets:
+        images = dn.read_images(groups[name], channels=model.in_chans)
+        report = dn.evaluate_denoiser(model, images, sigma, seed=args.seed, set_name=name or Path(args.eval).name,
+                                      tile=args.tile)
+        print(report.format(per_image=args.per_image))
+    return 0
+
+
+def eval_checkpoint(args: argparse.Namespace) -> int:
+    """`cnnzoo eval CHECKPOINT` for a denoising checkpoint: PSNR/SSIM per test set, with the
+    checkpoint's evaluation noise level and the test sets it was trained next to."""
+    from ..engine.inference import read_checkpoint
+    from ..engine.trainer import resolve_device
+    from ..tasks.denoise_task import load_denoiser
+
+    if args.split != "test":
+        raise CnnzooError("a denoising checkpoint is evaluated on its test sets; --split is for classification")
+    ckpt = read_checkpoint(args.checkpoint, trust=args.trust_checkpoint, expect_model=args.model)
+    meta = ckpt.get("meta", {})
+    model, description = load_denoiser(args.checkpoint, trust=args.trust_checkpoint, device=resolve_device(args.device))
+    print(f"model: {description}")
+    data = args.data or meta.get("dataset")
+    sets = ",".join(meta.get("test_sets") or []) if not args.data else None
+    options = argparse.Namespace(eval=data, sets=sets or None, sigma=meta.get("eval_sigma", 25.0), seed=0,
+                                 per_image=False, tile=1024)
+    return evaluate_sets(model, options)

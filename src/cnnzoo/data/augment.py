@@ -1,0 +1,209 @@
+"""Whole-batch data augmentation on the batch's device, driven by one torch.Generator.
+
+Every operation draws its random parameters for the whole batch at once and applies them
+with tensor indexing or broadcasting, so there is no per-image Python loop:
+- random crop with zero padding + horizontal flip: two gathers on the uint8 batch (the
+  torchvision `RandomCrop(padding=p)` + `RandomHorizontalFlip` pair, fused);
+- random-resized crop (Szegedy et al. 2015, torchvision's sampling: scale 0.08-1, ratio 3/4-4/3,
+  10 tries then a centre crop) with the flip folded in: one `grid_sample` with per-image boxes
+  (bilinear, not antialiased);
+- cutout (DeVries & Taylor 2017, arXiv:1708.04552): one square per image, centre anywhere in the
+  image, zeroed after normalisation (so it holds the dataset mean, as in the paper's code);
+- mixup (Zhang et al. 2017, arXiv:1710.09412) and cutmix (Yun et al. 2019, arXiv:1905.04899):
+  one lambda and one partner permutation per batch; with both on, each batch picks one at
+  random (probability `switch_prob` for cutmix) without a host-device sync.
+Randomness comes from the generator passed in, so a seeded generator replays a batch exactly.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+
+from .transforms import normalize
+
+
+def _rand(gen: torch.Generator, *shape: int) -> torch.Tensor:
+    return torch.rand(shape, generator=gen, device=gen.device)
+
+
+def sample_gamma(alpha: float, n: int, gen: torch.Generator, tries: int = 16) -> torch.Tensor:
+    """Gamma(alpha, 1) by Marsaglia & Tsang (2000), vectorised: `tries` candidates, first accepted wins.
+
+    torch's own gamma sampler takes no generator; this one does. For alpha < 1 it samples
+    Gamma(alpha + 1) and multiplies by U^(1/alpha). A sample with no accepted candidate (about
+    0.05^16) keeps its first one.
+    """
+    a = alpha + 1 if alpha < 1 else alpha
+    d = a - 1 / 3
+    c = 1 / math.sqrt(9 * d)
+    z = torch.randn((n, tries), generator=gen, device=gen.device)
+    u = _rand(gen, n, tries)
+    v = (1 + c * z) ** 3
+    ok = (v > 0) & (u.log() < 0.5 * z * z + d - d * v + d * v.clamp_min(1e-30).log())
+    first = ok.to(torch.uint8).argmax(1, keepdim=True)
+    g = d * v.gather(1, first).squeeze(1).clamp_min(1e-30)
+    return g * _rand(gen, n).pow(1 / alpha) if alpha < 1 else g
+
+
+def sample_beta(alpha: float, n: int, gen: torch.Generator) -> torch.Tensor:
+    g1, g2 = sample_gamma(alpha, n, gen), sample_gamma(alpha, n, gen)
+    return (g1 / (g1 + g2)).nan_to_num(0.5)
+
+
+_ARANGE: dict[tuple[int, str], tuple[torch.Tensor, torch.Tensor]] = {}
+
+
+def _ramps(size: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """(0..size-1, size-1..0) on `device`, made once: fewer kernel launches per batch."""
+    key = (size, str(device))
+    if key not in _ARANGE:
+        ramp = torch.arange(size, device=device)
+        _ARANGE[key] = (ramp, ramp.flip(0))
+    return _ARANGE[key]
+
+
+def crop_flip(images: torch.Tensor, padding: int, hflip: bool, gen: torch.Generator) -> torch.Tensor:
+    """Random crop of the zero-padded batch back to its size, and flip: a row gather, then a column gather."""
+    n, c, h, w = images.shape
+    dev = images.device
+    r = _rand(gen, 3, n).to(dev)
+    off = (r[:2] * (2 * padding + 1)).long()  # (y, x) offsets into the padded image
+    padded = F.pad(images, (padding,) * 4) if padding else images
+    rows = off[0, :, None] + _ramps(h, dev)[0]
+    fwd, rev = _ramps(w, dev)
+    cols = (torch.where(r[2, :, None] < 0.5, rev, fwd) if hflip else fwd) + off[1, :, None]
+    picked = torch.gather(padded, 2, rows.view(n, 1, h, 1).expand(n, c, h, padded.shape[-1]))
+    return torch.gather(picked, 3, cols.view(n, 1, 1, w).expand(n, c, h, w))
+
+
+def _rrc_boxes(n: int, h: int, w: int, scale: Sequence[float], ratio: Sequence[float], gen: torch.Generator,
+               tries: int = 10) -> tuple[torch.Tensor, ...]:
+    """torchvision's RandomResizedCrop box sampling for a whole batch: (x0, y0, cw, ch) in pixels."""
+    area = _rand(gen, n, tries) * (scale[1] - scale[0]) + scale[0]
+    logr = _rand(gen, n, tries) * (math.log(ratio[1]) - math.log(ratio[0])) + math.log(ratio[0])
+    r = logr.exp()
+    cw = (area * h * w * r).sqrt().round()
+    ch = (area * h * w / r).sqrt().round()
+    ok = (cw >= 1) & (ch >= 1) & (cw <= w) & (ch <= h)
+    first = ok.to(torch.uint8).argmax(1, keepdim=True)
+    found = ok.any(1)
+    in_ratio = w / h
+    fw = float(w) if in_ratio <= ratio[1] else float(round(h * ratio[1]))
+    fh = float(h) if in_ratio >= ratio[0] else float(round(w / ratio[0]))
+    cw = torch.where(found, cw.gather(1, first).squeeze(1), torch.full_like(found, fw, dtype=cw.dtype))
+    ch = torch.where(found, ch.gather(1, first).squeeze(1), torch.full_like(found, fh, dtype=ch.dtype))
+    x0 = torch.where(found, (_rand(gen, n) * (w - cw + 1)).floor(), ((w - cw) / 2).floor())
+    y0 = torch.where(found, (_rand(gen, n) * (h - ch + 1)).floor(), ((h - ch) / 2).floor())
+    return x0, y0, cw, ch
+
+
+def random_resized_crop(images: torch.Tensor, size: tuple[int, int], gen: torch.Generator, *, hflip: bool = False,
+                        scale: Sequence[float] = (0.08, 1.0), ratio: Sequence[float] = (3 / 4, 4 / 3)) -> torch.Tensor:
+    """Crop a random box of every image and resize it to `size` (bilinear), optionally flipping. Float out."""
+    n, _, h, w = images.shape
+    x0, y0, cw, ch = (t.to(images.device) for t in _rrc_boxes(n, h, w, scale, ratio, gen))
+    sign = torch.where(_rand(gen, n) < 0.5, -1.0, 1.0).to(images.device) if hflip else 1.0
+    theta = torch.zeros(n, 2, 3, device=images.device)
+    theta[:, 0, 0] = cw / w * sign
+    theta[:, 0, 2] = (2 * x0 + cw) / w - 1
+    theta[:, 1, 1] = ch / h
+    theta[:, 1, 2] = (2 * y0 + ch) / h - 1
+    grid = F.affine_grid(theta, [n, images.shape[1], *size], align_corners=False)
+    return F.grid_sample(images.float(), grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
+def cutout(x: torch.Tensor, size: int, gen: torch.Generator) -> torch.Tensor:
+    """Zero one size x size square per image; its centre is uniform over the image, so it may be clipped."""
+    n, _, h, w = x.shape
+    cy = (_rand(gen, n) * h).long().to(x.device) - size // 2
+    cx = (_rand(gen, n) * w).long().to(x.device) - size // 2
+    ys, xs = torch.arange(h, device=x.device), torch.arange(w, device=x.device)
+    in_y = (ys >= cy[:, None]) & (ys < cy[:, None] + size)
+    in_x = (xs >= cx[:, None]) & (xs < cx[:, None] + size)
+    return x.masked_fill((in_y[:, :, None] & in_x[:, None, :])[:, None], 0.0)
+
+
+def _cutmix_keep(h: int, w: int, lam: torch.Tensor, gen: torch.Generator, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """A [1, 1, H, W] mask that is 0 inside one box of area (1 - lam), and the kept fraction."""
+    r = (1 - lam).sqrt()
+    cut_h, cut_w = (h * r).floor(), (w * r).floor()
+    cy, cx = (_rand(gen, 1) * h).floor(), (_rand(gen, 1) * w).floor()
+    y1, y2 = (cy - cut_h / 2).floor().clamp(0, h), (cy + cut_h / 2).floor().clamp(0, h)
+    x1, x2 = (cx - cut_w / 2).floor().clamp(0, w), (cx + cut_w / 2).floor().clamp(0, w)
+    ys, xs = torch.arange(h, device=gen.device), torch.arange(w, device=gen.device)
+    inside = ((ys >= y1) & (ys < y2))[:, None] & ((xs >= x1) & (xs < x2))[None, :]
+    kept = 1 - (y2 - y1) * (x2 - x1) / (h * w)
+    return (~inside).float().to(device)[None, None], kept.to(device)
+
+
+class BatchAugment:
+    """Callable `(uint8 images, labels, generator) -> (normalised float32 images, targets)`.
+
+    Targets are the int64 labels, or float soft targets `[N, num_classes]` summing to 1 when
+    mixup or cutmix is on (`F.cross_entropy` takes both; label smoothing stays in the loss,
+    which is what `label_smoothing_free=True` states).
+    """
+
+    def __init__(self, *, mean: Sequence[float], std: Sequence[float], crop_padding: int = 0, hflip: bool = False,
+                 cutout: int = 0, random_resized_crop: tuple[int, int] | None = None, mixup_alpha: float = 0.0,
+                 cutmix_alpha: float = 0.0, num_classes: int | None = None, label_smoothing_free: bool = True,
+                 rrc_scale: tuple[float, float] = (0.08, 1.0), rrc_ratio: tuple[float, float] = (3 / 4, 4 / 3),
+                 switch_prob: float = 0.5):
+        if random_resized_crop and crop_padding:
+            raise ValueError("choose either random_resized_crop or crop_padding, not both")
+        if (mixup_alpha > 0 or cutmix_alpha > 0) and not num_classes:
+            raise ValueError("mixup and cutmix need num_classes to build soft targets")
+        if not label_smoothing_free:
+            raise ValueError("label smoothing belongs to the loss (F.cross_entropy(label_smoothing=...))")
+        self.mean, self.std = tuple(mean), tuple(std)
+        self.crop_padding, self.hflip, self.cutout = int(crop_padding), bool(hflip), int(cutout)
+        self.rrc = tuple(random_resized_crop) if random_resized_crop else None
+        self.rrc_scale, self.rrc_ratio = rrc_scale, rrc_ratio
+        self.mixup_alpha, self.cutmix_alpha, self.switch_prob = float(mixup_alpha), float(cutmix_alpha), switch_prob
+        self.num_classes = num_classes
+
+    @property
+    def mixes(self) -> bool:
+        return self.mixup_alpha > 0 or self.cutmix_alpha > 0
+
+    def __repr__(self) -> str:
+        opts = dict(crop_padding=self.crop_padding, hflip=self.hflip, cutout=self.cutout, random_resized_crop=self.rrc,
+                    mixup_alpha=self.mixup_alpha, cutmix_alpha=self.cutmix_alpha)
+        return f"BatchAugment({', '.join(f'{k}={v}' for k, v in opts.items() if v)})"
+
+    def geometric(self, images: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        if self.rrc:
+            return random_resized_crop(images, self.rrc, gen, hflip=self.hflip, scale=self.rrc_scale,
+                                       ratio=self.rrc_ratio)
+        if self.crop_padding or self.hflip:
+            return crop_flip(images, self.crop_padding, self.hflip, gen)
+        return images
+
+    def mix(self, x: torch.Tensor, labels: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        n, _, h, w = x.shape
+        perm = torch.randperm(n, generator=gen, device=gen.device).to(x.device)
+        use_cutmix = _rand(gen, 1) < (self.switch_prob if self.mixup_alpha > 0 else 1.0)
+        if self.cutmix_alpha <= 0:
+            use_cutmix = torch.zeros_like(use_cutmix)
+        lam_mix = sample_beta(self.mixup_alpha or 1.0, 1, gen)
+        keep, kept = _cutmix_keep(h, w, sample_beta(self.cutmix_alpha or 1.0, 1, gen), gen, x.device)
+        use_cutmix, lam_mix = use_cutmix.to(x.device), lam_mix.to(x.device)
+        weight = torch.where(use_cutmix.view(1, 1, 1, 1), keep, lam_mix.view(1, 1, 1, 1))
+        x = x * weight + x[perm] * (1 - weight)
+        lam = torch.where(use_cutmix, kept, lam_mix)
+        onehot = F.one_hot(labels, self.num_classes).float()
+        return x, onehot * lam + onehot[perm] * (1 - lam)
+
+    def transform(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """The per-image part (crops, flip, normalisation, cutout): any number of images at once."""
+        x = normalize(self.geometric(images, generator), self.mean, self.std)
+        return cutout(x, self.cutout, generator) if self.cutout else x
+
+    def __call__(self, images: torch.Tensor, labels: torch.Tensor,
+                 generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        x = self.transform(images, generator)
+        return self.mix(x, labels, generator) if self.mixes else (x, labels)

@@ -1,0 +1,448 @@
+"""The typed training configuration: dataclass sections, strict loading, overrides, checks.
+
+A run is described by one `Config`. Recipes in `configs/*.yaml` give some of its keys
+(read with `yaml.safe_load`), command-line flags override single keys, and everything is
+checked before any data is loaded: an unknown key is refused with the nearest valid key, a
+value of the wrong type or outside its range names its dotted key, and combinations that
+cannot work (mixup on a regression task, 10-crop larger than the images, warm-up in front
+of one-cycle) are refused with the reason. All of it raises `ConfigError` (exit code 2).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from ..errors import CnnzooError
+
+
+class ConfigError(CnnzooError):
+    """A configuration key that is unknown, mistyped, out of range or contradicts another."""
+
+
+@dataclass
+class ModelConfig:
+    name: str = "lenet5"
+    kwargs: dict[str, Any] = field(default_factory=dict)  # family options, e.g. {shortcut: B}
+    init_from: str | None = None  # a checkpoint or weights file to start from (fine-tuning)
+    freeze_backbone: bool = False  # train only the classifier; backbone BN statistics stay fixed
+
+
+@dataclass
+class DataConfig:
+    dataset: str = "digits"  # a name (digits, mnist, fashion-mnist, cifar10, cifar100) or a path
+    val_fraction: float = 0.1  # carved from train when the dataset has no validation split
+    split_seed: int = 0  # the validation split does not change with runtime.seed
+    image_size: int | None = None  # resize stored images (None: the dataset's own size)
+    batch_size: int = 64
+    eval_batch_size: int | None = None  # None: 2 x batch_size
+    drop_last: bool = False
+    num_workers: int = 2  # decoding large image folders
+    cache_dir: str | None = None
+    on_bad_image: Literal["error", "skip"] = "error"
+    max_bad_images: int | float = 0.01  # a fraction (< 1) or a count of images that may be skipped
+    download: bool = False
+
+
+@dataclass
+class OptimConfig:
+    name: Literal["sgd", "adamw", "rmsprop", "rmsprop_tf"] = "sgd"
+    lr: float = 0.1
+    momentum: float = 0.9  # SGD and RMSprop
+    nesterov: bool = False
+    weight_decay: float = 5e-4
+    no_decay_norm_bias: bool = False  # no weight decay on biases and normalisation weights
+    betas: tuple[float, float] = (0.9, 0.999)  # AdamW
+    alpha: float = 0.9  # RMSprop's decay of the squared-gradient average (Inception v3: 0.9)
+    eps: float | None = None  # None: the optimiser's default (Inception v3's RMSprop: 1.0)
+    grad_clip: float = 0.0  # max global gradient norm, 0 = off
+
+
+@dataclass
+class ScheduleConfig:
+    name: Literal["constant", "step", "multistep", "cosine", "sgdr", "htd", "onecycle", "plateau"] = "cosine"
+    epochs: int = 20
+    max_steps: int | None = None  # stop after this many optimiser steps (the ResNet paper's 64k)
+    unit: Literal["epoch", "step"] = "epoch"  # unit of step_size, milestones, t0 and warmup
+    step_size: float = 30.0  # step: multiply by gamma every step_size units
+    milestones: list[float] = field(default_factory=list)  # multistep: multiply by gamma at each
+    gamma: float = 0.1
+    min_lr: float = 0.0  # cosine and SGDR floor
+    t0: float = 10.0  # SGDR: length of the first cycle
+    t_mult: float = 2.0  # SGDR: each cycle is t_mult times longer than the one before
+    htd_lower: float = -6.0  # hyperbolic-tangent decay bounds L and U (Hsueh et al. 2019)
+    htd_upper: float = 3.0
+    warmup: float = 0.0  # linear warm-up length in front of the schedule
+    pct_start: float = 0.3  # one-cycle: fraction of the run spent increasing the lr
+    div_factor: float = 25.0  # one-cycle: initial lr = lr / div_factor
+    final_div_factor: float = 1e4  # one-cycle: final lr = initial lr / final_div_factor
+    patience: int = 5  # plateau: validation epochs without improvement before dividing
+    factor: float = 0.1  # plateau: AlexNet's divide-by-10
+
+
+@dataclass
+class RegularizationConfig:
+    label_smoothing: float = 0.0
+    drop_rate: float | None = None  # classifier dropout, for models that take drop_rate
+    drop_path_rate: float | None = None  # stochastic depth, for models that take it
+    # None = the dataset's usual augmentation: random-resized crop + flip for large images;
+    # otherwise a random crop with size/8 padding (CIFAR: 4) + flip, except for handwritten
+    # digits (digits, mnist): size/16 padding and no flip (a mirrored digit is another symbol).
+    crop_padding: int | None = None  # random crop after zero padding
+    hflip: bool | None = None
+    random_resized_crop: bool | None = None  # Inception-style crop to the input size
+    cutout: int = 0  # side of the square cut out of each image, 0 = off
+    mixup_alpha: float = 0.0
+    cutmix_alpha: float = 0.0
+
+
+@dataclass
+class RuntimeConfig:
+    device: str = "auto"  # auto, cpu, cuda, cuda:N, mps
+    amp: Literal["auto", "off", "bf16", "fp16"] = "auto"  # auto: bf16 (or fp16) on CUDA, off on CPU
+    channels_last: bool | None = None  # None: on for CUDA
+    compile: bool = False
+    seed: int = 0
+    out: str | None = None  # run directory (default runs/<model>-<dataset>-<time>)
+    save_every_steps: int = 0  # also checkpoint in the middle of epochs
+    skip_nonfinite: int = 0  # steps with a NaN/inf loss that may be skipped before stopping
+    progress: Literal["auto", "bar", "log", "off"] = "auto"  # auto: bars on a terminal, lines off it
+    log_every: int = 50  # steps between progress lines off a terminal
+    tensorboard: bool = True  # when the tensorboard package is installed
+    trust_checkpoint: bool = False  # allow pickled objects in model.init_from
+
+
+@dataclass
+class EvalConfig:
+    tta: Literal["none", "hflip", "tencrop", "multiscale"] = "none"  # for the final test
+    crop_size: int | None = None  # tencrop: None = 7/8 of the image side
+    scales: list[float] = field(default_factory=lambda: [0.875, 1.0, 1.125])  # multiscale
+
+
+@dataclass
+class Config:
+    task: str = "classify"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    regularization: RegularizationConfig = field(default_factory=RegularizationConfig)
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    task_options: dict[str, Any] = field(default_factory=dict)  # checked against the task's Options
+
+
+# ---------------------------------------------------------------------------- loading
+
+
+def from_dict(cls: type, data: Any, prefix: str = "") -> Any:
+    """Build dataclass `cls` from plain data, refusing unknown keys and wrong types."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{prefix or 'config'}: expected a mapping of keys, got {_describe(data)}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for key, value in data.items():
+        path = f"{prefix}{key}"
+        if key not in names:
+            raise ConfigError(f"unknown key {path!r}{_suggest(str(key), prefix, names)}")
+        kwargs[key] = _coerce(value, hints[key], path)
+    return cls(**kwargs)
+
+
+def config_from_dict(data: dict | None) -> Config:
+    return from_dict(Config, data or {})
+
+
+def config_to_dict(cfg: Any) -> dict:
+    """Plain dict of a config (tuples as lists), for YAML files and weights_only checkpoints."""
+    return _plain(dataclasses.asdict(cfg))
+
+
+def load_recipe(path: str | Path) -> dict:
+    """The raw mapping in a YAML recipe (yaml.safe_load: data only, no Python objects)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"recipe {path} does not exist{_recipe_hint()}")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise ConfigError(f"recipe {path} is not valid YAML: {str(err).splitlines()[0]}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"recipe {path}: expected a mapping of sections, got {_describe(data)}")
+    return data
+
+
+def find_recipe(name: str) -> Path:
+    """A recipe path as given, or the name of one under the repository's configs/ folder."""
+    path = Path(name)
+    if path.is_file() or path.suffix in (".yaml", ".yml") or "/" in name:
+        return path
+    for candidate in (recipes_dir() / f"{name}.yaml", recipes_dir() / f"{name}.yml"):
+        if candidate.is_file():
+            return candidate
+    known = sorted(p.stem for p in recipes_dir().glob("*.y*ml"))
+    close = difflib.get_close_matches(name, known, n=3, cutoff=0.5)
+    hint = f"; did you mean {', '.join(close)}?" if close else _recipe_hint()
+    raise ConfigError(f"no recipe named {name!r}{hint}")
+
+
+def recipes_dir() -> Path:
+    return Path(__file__).resolve().parents[3] / "configs"
+
+
+def set_key(data: dict, dotted: str, value: Any) -> None:
+    """Set `a.b.c` in a nested raw dict, checking each part against the Config fields."""
+    parts = dotted.split(".")
+    cls: Any = Config
+    node = data
+    for i, part in enumerate(parts):
+        path = ".".join(parts[: i + 1])
+        prefix = ".".join(parts[:i]) + "." if i else ""
+        if cls is None:  # inside a free-form dict such as model.kwargs
+            pass
+        else:
+            names = [f.name for f in dataclasses.fields(cls)]
+            if part not in names:
+                raise ConfigError(f"unknown key {path!r}{_suggest(part, prefix, names)}")
+        if i == len(parts) - 1:
+            node[part] = value
+            return
+        child_type = typing.get_type_hints(cls)[part] if cls is not None else None
+        if cls is not None and not dataclasses.is_dataclass(child_type) and typing.get_origin(child_type) is not dict:
+            raise ConfigError(f"{path!r} is a single value, not a section: set {path}=VALUE")
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"{path}: expected a mapping, got {_describe(node)}")
+        cls = child_type if dataclasses.is_dataclass(child_type) else None
+
+
+def parse_assignment(text: str) -> tuple[str, Any]:
+    """`key.path=value` from the command line; the value is read as YAML (1e-3, true, [30, 60])."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"--set expects KEY=VALUE (for example optim.lr=0.05), got {text!r}")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        value = raw
+    return key.strip(), value
+
+
+# ---------------------------------------------------------------------------- checks
+
+
+def validate(cfg: Config) -> Config:
+    """Range and cross-key checks that the types alone cannot express; returns cfg."""
+    from .task import TASKS, UnknownTaskError, get_task
+
+    if cfg.task not in TASKS:
+        raise ConfigError(f"task: {cfg.task!r} is not one of {', '.join(TASKS)}{_close(cfg.task, TASKS)}")
+    try:
+        task, unavailable = get_task(cfg.task), None
+    except UnknownTaskError as err:  # reported after the checks that do not need the task
+        task, unavailable = None, err
+    classification = task.classification if task is not None else cfg.task == "classify"
+    d, o, s, r, rt, e = cfg.data, cfg.optim, cfg.schedule, cfg.regularization, cfg.runtime, cfg.eval
+    _check(d.batch_size >= 1, "data.batch_size", "must be at least 1")
+    _check(d.eval_batch_size is None or d.eval_batch_size >= 1, "data.eval_batch_size", "must be at least 1")
+    _check(0.0 <= d.val_fraction < 1.0, "data.val_fraction", "must be in [0, 1)")
+    _check(d.image_size is None or d.image_size >= 1, "data.image_size", "must be a positive number of pixels")
+    _check(d.num_workers >= 0, "data.num_workers", "must be >= 0")
+    _check(d.max_bad_images >= 0, "data.max_bad_images", "must be >= 0")
+    _check(o.lr > 0, "optim.lr", "must be > 0")
+    _check(o.weight_decay >= 0, "optim.weight_decay", "must be >= 0")
+    _check(0 <= o.momentum < 1, "optim.momentum", "must be in [0, 1)")
+    _check(not o.nesterov or (o.name == "sgd" and o.momentum > 0), "optim.nesterov",
+           "needs optim.name=sgd and optim.momentum > 0")
+    _check(0 < o.alpha < 1, "optim.alpha", "must be in (0, 1)")
+    _check(o.eps is None or o.eps > 0, "optim.eps", "must be > 0")
+    _check(all(0 <= b < 1 for b in o.betas), "optim.betas", "must both be in [0, 1)")
+    _check(o.grad_clip >= 0, "optim.grad_clip", "must be >= 0 (0 turns clipping off)")
+    _check(s.epochs >= 1, "schedule.epochs", "must be at least 1")
+    _check(s.max_steps is None or s.max_steps >= 1, "schedule.max_steps", "must be at least 1")
+    _check(s.step_size > 0, "schedule.step_size", "must be > 0")
+    _check(list(s.milestones) == sorted(s.milestones) and all(m > 0 for m in s.milestones),
+           "schedule.milestones", "must be positive and increasing")
+    _check(s.name != "multistep" or s.milestones, "schedule.milestones", "multistep needs at least one milestone")
+    _check(0 < s.gamma <= 1, "schedule.gamma", "must be in (0, 1]")
+    _check(s.min_lr >= 0 and s.min_lr < o.lr, "schedule.min_lr", f"must be in [0, optim.lr={o.lr})")
+    _check(s.t0 > 0, "schedule.t0", "must be > 0")
+    _check(s.t_mult >= 1, "schedule.t_mult", "must be >= 1")
+    _check(s.htd_lower < s.htd_upper, "schedule.htd_lower", "must be below schedule.htd_upper")
+    _check(s.warmup >= 0, "schedule.warmup", "must be >= 0")
+    _check(not (s.name == "onecycle" and s.warmup > 0), "schedule.warmup",
+           "one-cycle has its own warm-up phase; set schedule.pct_start instead")
+    _check(0 < s.pct_start < 1, "schedule.pct_start", "must be in (0, 1)")
+    _check(s.div_factor >= 1 and s.final_div_factor >= 1, "schedule.div_factor", "div factors must be >= 1")
+    _check(s.patience >= 0, "schedule.patience", "must be >= 0")
+    _check(0 < s.factor < 1, "schedule.factor", "must be in (0, 1)")
+    _check(0 <= r.label_smoothing < 1, "regularization.label_smoothing", "must be in [0, 1)")
+    for key in ("drop_rate", "drop_path_rate"):
+        value = getattr(r, key)
+        _check(value is None or 0 <= value < 1, f"regularization.{key}", "must be in [0, 1)")
+    _check(r.crop_padding is None or r.crop_padding >= 0, "regularization.crop_padding", "must be >= 0")
+    _check(not (r.random_resized_crop and r.crop_padding), "regularization.crop_padding",
+           "choose either random_resized_crop or crop_padding, not both")
+    _check(r.cutout >= 0, "regularization.cutout", "must be >= 0")
+    _check(r.mixup_alpha >= 0, "regularization.mixup_alpha", "must be >= 0")
+    _check(r.cutmix_alpha >= 0, "regularization.cutmix_alpha", "must be >= 0")
+    if not classification:
+        for key in ("mixup_alpha", "cutmix_alpha", "label_smoothing"):
+            _check(not getattr(r, key), f"regularization.{key}",
+                   f"needs a classification task (class labels to mix or smooth); task is {cfg.task!r}")
+    _check(rt.save_every_steps >= 0, "runtime.save_every_steps", "must be >= 0 (0 = only at epoch ends)")
+    _check(rt.skip_nonfinite >= 0, "runtime.skip_nonfinite", "must be >= 0")
+    _check(rt.log_every >= 1, "runtime.log_every", "must be at least 1")
+    _check(not (rt.amp == "fp16" and rt.device.startswith("cpu")), "runtime.amp",
+           "fp16 autocast needs a CUDA device; use bf16 on the CPU")
+    _check(rt.device == "auto" or rt.device.split(":")[0] in ("cpu", "cuda", "mps"), "runtime.device",
+           f"{rt.device!r} is not auto, cpu, cuda, cuda:N or mps")
+    _check(e.crop_size is None or e.crop_size >= 1, "eval.crop_size", "must be a positive number of pixels")
+    _check(bool(e.scales) and all(x > 0 for x in e.scales), "eval.scales", "must be positive numbers")
+    if e.tta == "tencrop" and e.crop_size and d.image_size:
+        check_crop(e.crop_size, (d.image_size, d.image_size), key="eval.crop_size")
+    if unavailable is not None:
+        raise unavailable
+    if dataclasses.is_dataclass(getattr(task, "Options", None)):
+        from_dict(task.Options, cfg.task_options, "task_options.")
+    elif cfg.task_options:
+        raise ConfigError(f"task_options: task {cfg.task!r} takes no options, got {sorted(cfg.task_options)}")
+    return cfg
+
+
+def check_crop(crop: int, image_hw: tuple[int, int], *, key: str) -> None:
+    if crop > min(image_hw):
+        raise ConfigError(
+            f"{key}: a {crop}px 10-crop does not fit in {image_hw[0]}x{image_hw[1]} images; "
+            f"use a crop of at most {min(image_hw)} px or larger images (data.image_size)"
+        )
+
+
+def _check(ok: bool, key: str, why: str) -> None:
+    if not ok:
+        raise ConfigError(f"{key}: {why}")
+
+
+# ---------------------------------------------------------------------------- helpers
+
+
+def _coerce(value: Any, hint: Any, path: str) -> Any:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if dataclasses.is_dataclass(hint):
+        return from_dict(hint, value, f"{path}.")
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        options = [a for a in args if a is not type(None)]
+        errors = []
+        for option in options:
+            try:
+                return _coerce(value, option, path)
+            except ConfigError as err:
+                errors.append(err)
+        raise errors[0]
+    if origin is Literal:
+        if value in args:
+            return value
+        raise ConfigError(f"{path}: {value!r} is not one of {', '.join(map(str, args))}{_close(value, args)}")
+    if hint is Any:
+        return value
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{path}: expected true or false, got {_describe(value)}")
+    if hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():  # 64e3 in YAML
+            return int(value)
+        raise ConfigError(f"{path}: expected a whole number, got {_describe(value)}")
+    if hint is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):  # YAML 1.1 reads 1e-4 (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise ConfigError(f"{path}: expected a number, got {_describe(value)}")
+    if hint is str:
+        if isinstance(value, str):
+            return value
+        raise ConfigError(f"{path}: expected a string, got {_describe(value)}")
+    if origin in (list, tuple):
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            value = [value]
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{path}: expected a list, got {_describe(value)}")
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            if len(value) != len(args):
+                raise ConfigError(f"{path}: expected {len(args)} values, got {len(value)}")
+            return tuple(_coerce(v, a, f"{path}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
+        item = args[0] if args else Any
+        items = [_coerce(v, item, f"{path}[{i}]") for i, v in enumerate(value)]
+        return tuple(items) if origin is tuple else items
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{path}: expected a mapping, got {_describe(value)}")
+        return dict(value)
+    raise TypeError(f"unsupported config type {hint!r} at {path}")  # a bug in this module
+
+
+def _all_paths(cls: type = Config, prefix: str = "") -> list[str]:
+    paths = []
+    for f in dataclasses.fields(cls):
+        hint = typing.get_type_hints(cls)[f.name]
+        if dataclasses.is_dataclass(hint):
+            paths += _all_paths(hint, f"{prefix}{f.name}.")
+        else:
+            paths.append(f"{prefix}{f.name}")
+    return paths
+
+
+def _suggest(key: str, prefix: str, names: list[str]) -> str:
+    if not names:
+        return f" ({prefix.rstrip('.') or 'this section'} takes no keys)"
+    close = difflib.get_close_matches(key, names, n=1, cutoff=0.6)
+    close = close or [n for n in names if key.startswith(n + "_") or n.startswith(key)][:1]  # lr_rate -> lr
+    if close:
+        return f" (did you mean {prefix + close[0]!r}?)"
+    # A key put in the wrong section: `lr` at the top level means optim.lr.
+    paths = _all_paths()
+    leaves = {p.rsplit(".", 1)[-1]: p for p in paths}
+    close = difflib.get_close_matches(key, leaves, n=1, cutoff=0.75)
+    if close:
+        return f" (did you mean {leaves[close[0]]!r}?)"
+    return f"; valid keys here: {', '.join(names)}"
+
+
+def _close(value: Any, options: Any) -> str:
+    close = difflib.get_close_matches(str(value), [str(o) for o in options], n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _describe(value: Any) -> str:
+    return f"{value!r} ({type(value).__name__})"
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _recipe_hint() -> str:
+    known = sorted(p.stem for p in recipes_dir().glob("*.y*ml"))
+    return f"; recipes shipped in configs/: {', '.join(known)}" if known else ""

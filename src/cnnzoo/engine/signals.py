@@ -1,0 +1,47 @@
+"""Stop on SIGINT/SIGTERM at the next safe point instead of dying mid-step.
+
+The first signal only raises a flag: the trainer finishes the step it is in, saves a
+checkpoint, prints the command that resumes the run, and exits with 128 + the signal number
+(130 for Ctrl-C, 143 for SIGTERM). A second signal raises KeyboardInterrupt at once; a save
+that it interrupts leaves the previous checkpoint in place (see checkpoint.atomic_save).
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+from typing import Any
+
+SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+class StopRequest:
+    """Context manager installing the handlers; `requested` is the first signal number or None."""
+
+    def __init__(self) -> None:
+        self.requested: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> "StopRequest":
+        if threading.current_thread() is threading.main_thread():  # handlers only work there
+            for sig in SIGNALS:
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous.clear()
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.requested is not None:
+            print(f"\nsecond {signal.Signals(signum).name}: stopping now", file=sys.stderr, flush=True)
+            raise KeyboardInterrupt
+        self.requested = signum
+        print(f"\n{signal.Signals(signum).name} received: finishing this step and saving a checkpoint "
+              "(press Ctrl-C again to stop at once)", file=sys.stderr, flush=True)
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + int(self.requested or 0)

@@ -1,0 +1,80 @@
+"""SIGINT / SIGTERM sent to a running `cnnzoo train`: a checkpoint, the resume command, exit 130 / 143."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def start(out: Path, *extra: str) -> subprocess.Popen:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    cmd = [sys.executable, "-m", "cnnzoo", "train", "--epochs", "300", "--out", str(out), "--progress", "log",
+           "--set", "runtime.log_every=5", *extra]
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=REPO)
+
+
+def wait_for(proc: subprocess.Popen, pattern: str, timeout: float = 90) -> list[str]:
+    """Lines printed until one matches `pattern` (the training loop is running by then)."""
+    lines, deadline = [], time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        lines.append(line)
+        if re.search(pattern, line):
+            return lines
+    proc.kill()
+    pytest.fail(f"no line matching {pattern!r} in:\n{''.join(lines)}")
+
+
+def finish(proc: subprocess.Popen) -> tuple[int, str]:
+    out, _ = proc.communicate(timeout=60)
+    return proc.returncode, out
+
+
+@pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_signal_saves_prints_resume_command_and_exits(tmp_path, sig, code):
+    out = tmp_path / "run"
+    proc = start(out)
+    wait_for(proc, r"^epoch 1/300 \d+/\d+")  # a progress line from inside the first epoch
+    proc.send_signal(sig)
+    rc, text = finish(proc)
+    assert rc == code, text
+    assert f"stopped by {signal.Signals(sig).name}" in text
+    assert f"cnnzoo train --resume {out}" in text
+    assert "Traceback" not in text
+    ckpt = torch.load(out / "last.pt", weights_only=True)
+    assert ckpt["step"] >= 5 and ckpt["model_name"] == "lenet5"
+    if sig == signal.SIGTERM:  # the printed command continues the run (here to a shortened end)
+        done = subprocess.run([sys.executable, "-m", "cnnzoo", "train", "--resume", str(out), "--epochs",
+                               str(ckpt["state"]["epoch"] + 1), "--progress", "log"],
+                              capture_output=True, text=True, timeout=120, cwd=REPO,
+                              env={**os.environ, "OMP_NUM_THREADS": "1"})
+        assert done.returncode == 0, done.stderr
+        assert f"resuming from {out / 'last.pt'}" in done.stderr
+        assert re.search(r"test \(best\.pt, epoch \d+, chosen on val_acc", done.stderr)
+
+
+def test_second_ctrl_c_exits_at_once_leaving_loadable_checkpoints(tmp_path):
+    out = tmp_path / "run"
+    proc = start(out, "--save-every-steps", "1")  # saving all the time: the second signal lands near a save
+    wait_for(proc, r"^epoch 1/300 \d+/\d+")
+    proc.send_signal(signal.SIGINT)
+    proc.send_signal(signal.SIGINT)
+    rc, text = finish(proc)
+    assert rc == 130, text
+    assert "Traceback" not in text
+    for name in ("last.pt", "last.prev.pt"):
+        if (out / name).exists():
+            torch.load(out / name, weights_only=True)
+    assert not list(out.glob(".*.tmp-*"))  # no half-written temporary left behind
