@@ -8,7 +8,8 @@ in one run and for fp32 and for channels_last + bf16 autocast:
             with per-sample PIL random crop (pad 4) + flip and numpy normalisation, i.e. what
             torchvision's ImageFolder + RandomCrop + RandomHorizontalFlip + ToTensor + Normalize do;
 and the loaders alone (no model). Times are per batch after warm-up batches (DataLoader worker
-start-up excluded), extrapolated to one epoch of the 45,000-image training split.
+start-up excluded), the median of interleaved repeats, extrapolated to one epoch of the
+45,000-image training split (351 batches of 128).
 
     python benchmarks/bench_data_pipeline.py --limit-batches 40
 """
@@ -19,9 +20,11 @@ import argparse
 import os
 import random
 import shutil
+import statistics
 import tarfile
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -43,11 +46,14 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--limit-batches", type=int, default=40, help="timed batches per measurement")
     p.add_argument("--warmup", type=int, default=5)
+    p.add_argument("--repeats", type=int, default=3, help="each measurement is the median of this many")
     p.add_argument("--workers", type=int, default=2, help="DataLoader workers of the common pipeline")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--cache-dir", default=None, help="dataset cache (default ~/.cache/cnnzoo)")
     p.add_argument("--fresh-cache", action="store_true", help="decode into an empty cache to time the first load")
+    p.add_argument("--decode-workers", default="2", help="worker processes for the first load, e.g. 1,2,4")
     p.add_argument("--modes", default="fp32,cl_bf16")
+    p.add_argument("--steps", default="eager", help="eager and/or graphs (CUDA graphs of forward+backward, CUDA only)")
     return p.parse_args()
 
 
@@ -99,6 +105,19 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
+def build_model(args, device, channels_last: bool, amp: bool, graphs: bool) -> torch.nn.Module:
+    torch.manual_seed(0)
+    model = cnnzoo.create_model(args.model, num_classes=10, in_chans=3).to(device)
+    model = model.to(memory_format=torch.channels_last) if channels_last else model
+    model.train()
+    if graphs:  # replays forward and backward as two CUDA graphs: no per-layer launch overhead
+        sample = torch.randn(args.batch_size, 3, 32, 32, device=device)
+        sample = sample.contiguous(memory_format=torch.channels_last) if channels_last else sample
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp, cache_enabled=False):
+            model = torch.cuda.make_graphed_callables(model, (sample,))
+    return model
+
+
 def make_step(model, device, channels_last: bool, amp: bool):
     opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
 
@@ -107,7 +126,7 @@ def make_step(model, device, channels_last: bool, amp: bool):
         y = y.to(device, non_blocking=True)
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp, cache_enabled=False):
             loss = F.cross_entropy(model(x), y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -137,29 +156,36 @@ def repeat_batch(x, y):
         yield x, y
 
 
-def run_mode(mode, bundle, files, args, device) -> dict:
+def measure(res: dict, key: str, batches_fn, step, args, device) -> None:
+    res.setdefault(key, []).append(timed(batches_fn(), step, args.warmup, args.limit_batches, device))
+
+
+def run_mode(mode: str, graphs: bool, bundle, files, args, device) -> dict:
     channels_last = amp = mode == "cl_bf16"
-    torch.manual_seed(0)
-    model = cnnzoo.create_model(args.model, num_classes=10, in_chans=3).to(device)
-    model = model.to(memory_format=torch.channels_last) if channels_last else model
-    model.train()
+    model = build_model(args, device, channels_last, amp, graphs)
     step = make_step(model, device, channels_last, amp)
     aug = BatchAugment(mean=bundle.mean, std=bundle.std, crop_padding=4, hflip=True)
     ours = DeviceLoader(bundle.train, args.batch_size, shuffle=True, device=device, augment=aug, mean=bundle.mean,
                         std=bundle.std, drop_last=True, channels_last=channels_last)
-    need = args.warmup + args.limit_batches
-    res = {"batches_per_epoch": len(ours)}
-    res["ours"] = timed(ours, step, args.warmup, args.limit_batches, device)
-    ours.set_epoch(1)
-    x, y = next(iter(ours))
-    res["model"] = timed(repeat_batch(x, y), step, args.warmup, args.limit_batches, device)
-    ours.set_epoch(2)
-    res["ours_loader"] = timed(ours, None, args.warmup, args.limit_batches, device)
-    assert len(ours) >= need, "--limit-batches is larger than an epoch"
+    if len(ours) < args.warmup + args.limit_batches:
+        raise SystemExit(f"--limit-batches + --warmup exceed the {len(ours)} batches of an epoch")
     common = common_loader(files, bundle.mean, bundle.std, args, device)
-    res["common"] = timed(common, step, args.warmup, args.limit_batches, device)
-    res["common_loader"] = timed(common, None, args.warmup, args.limit_batches, device)
-    return res
+    fixed = next(iter(ours))
+
+    def next_epoch():
+        ours.set_epoch(ours.epoch + 1)
+        return ours
+
+    res: dict = {}
+    for _ in range(args.repeats):  # interleaved, so drifts in clocks or load hit every variant alike
+        measure(res, "ours", next_epoch, step, args, device)
+        measure(res, "model", lambda: repeat_batch(*fixed), step, args, device)
+        measure(res, "ours_loader", next_epoch, None, args, device)
+        measure(res, "common", lambda: common, step, args, device)
+        measure(res, "common_loader", lambda: common, None, args, device)
+    out = {k: statistics.median(v) for k, v in res.items()}
+    out["batches_per_epoch"] = len(ours)
+    return out
 
 
 # ---------- report ----------
@@ -171,9 +197,10 @@ def _images_per_s(batch_size: int, seconds: float) -> str:
 def report(results: dict, args, device, load: dict) -> None:
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{torch.get_num_threads()} threads"
     print(f"\ndevice {device} ({name}), model {args.model}, batch {args.batch_size}, {args.limit_batches} timed "
-          f"batches after {args.warmup} warm-up, common pipeline: {args.workers} workers")
+          f"batches after {args.warmup} warm-up, median of {args.repeats}, common pipeline: {args.workers} workers")
     first = "decode + cache write" if not load["first_cached"] else "already cached"
-    print(f"dataset load: first {load['first']:.1f} s ({first}), cached {load['cached']:.2f} s")
+    firsts = ", ".join(f"{t:.1f} s with {w} worker{'s' * (w != 1)}" for w, t in load["first"].items())
+    print(f"dataset load: first {firsts} ({first}); cached {load['cached']:.2f} s")
     head = ("mode", "ours epoch", "model-only", "data share", "common epoch", "speed-up", "ours loader",
             "common loader")
     print("| " + " | ".join(head) + " |\n|" + "---|" * len(head))
@@ -184,27 +211,34 @@ def report(results: dict, args, device, load: dict) -> None:
                  f"{r['common'] / r['ours']:.2f}x", _images_per_s(args.batch_size, r["ours_loader"]),
                  _images_per_s(args.batch_size, r["common_loader"]))
         print("| " + " | ".join(cells) + " |")
-    if len(results) == 2:
-        a, b = results.values()
-        print(f"channels_last + bf16 vs fp32: ours {a['ours'] / b['ours']:.2f}x faster, "
-              f"common {a['common'] / b['common']:.2f}x faster")
+    for kind in args.steps.split(","):
+        a, b = results.get(f"fp32/{kind}"), results.get(f"cl_bf16/{kind}")
+        if a and b:
+            print(f"{kind}: channels_last + bf16 vs fp32: ours {a['ours'] / b['ours']:.2f}x, "
+                  f"model-only {a['model'] / b['model']:.2f}x, common {a['common'] / b['common']:.2f}x")
 
 
 def load_times(args) -> tuple[object, dict]:
-    cache = tempfile.mkdtemp(prefix="cnnzoo-bench-cache-") if args.fresh_cache else args.cache_dir
-    start = time.perf_counter()
-    bundle = load_dataset(args.data, cache_dir=cache, num_workers=2)
-    load = {"first": time.perf_counter() - start, "first_cached": bundle.from_cache}
-    start = time.perf_counter()
-    bundle = load_dataset(args.data, cache_dir=cache)
-    load["cached"] = time.perf_counter() - start
-    if args.fresh_cache:
-        shutil.rmtree(cache, ignore_errors=True)
+    """First load (decode + cache write; into a fresh cache per worker count with --fresh-cache), then cached."""
+    load = {"first": {}}
+    for workers in map(int, args.decode_workers.split(",")):
+        cache = tempfile.mkdtemp(prefix="cnnzoo-bench-cache-") if args.fresh_cache else args.cache_dir
+        start = time.perf_counter()
+        bundle = load_dataset(args.data, cache_dir=cache, num_workers=workers)
+        load["first"][workers] = time.perf_counter() - start
+        load["first_cached"] = bundle.from_cache
+        start = time.perf_counter()
+        bundle = load_dataset(args.data, cache_dir=cache)
+        load["cached"] = time.perf_counter() - start
+        if args.fresh_cache:
+            shutil.rmtree(cache, ignore_errors=True)
     return bundle, load
 
 
 def main() -> None:
     args = parse_args()
+    # make_graphed_callables' side-stream warm-up leaves this harmless autograd notice
+    warnings.filterwarnings("ignore", "The AccumulateGrad node's stream")
     device = torch.device(args.device)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
@@ -215,7 +249,8 @@ def main() -> None:
     print(bundle.describe())
     with tempfile.TemporaryDirectory(prefix="cnnzoo-bench-jpg-") as tmp:
         files = extract_train_files(Path(args.data), Path(tmp))
-        results = {mode: run_mode(mode, bundle, files, args, device) for mode in args.modes.split(",")}
+        results = {f"{mode}/{kind}": run_mode(mode, kind == "graphs", bundle, files, args, device)
+                   for kind in args.steps.split(",") for mode in args.modes.split(",")}
     report(results, args, device, load)
 
 

@@ -23,8 +23,8 @@ def test_list_with_pattern():
     out = cnnzoo("list", "lenet*")
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()
-    assert lines[0].split() == ["name", "family", "input", "params"]
-    assert any(line.startswith("lenet5 ") and "61,706" in line for line in lines)
+    assert lines[0].split() == ["name", "family", "input", "params", "paper"]
+    assert any(line.startswith("lenet5 ") and "61,706" in line and "LeCun et al. 1998" in line for line in lines)
     assert "2 model(s)" in out.stdout
 
 

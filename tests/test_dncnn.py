@@ -125,7 +125,8 @@ def test_seeded_noise_and_blind_levels():
     again = dn.add_gaussian_noise(clean, 25, generator=torch.Generator().manual_seed(3))
     assert torch.equal(first, again)
     assert first.std().item() == pytest.approx(25 / 255, rel=0.03)
-    per_image = dn.add_gaussian_noise(clean, torch.tensor([0.0, 10.0, 50.0]), generator=torch.Generator().manual_seed(3))
+    levels = torch.tensor([0.0, 10.0, 50.0])
+    per_image = dn.add_gaussian_noise(clean, levels, generator=torch.Generator().manual_seed(3))
     stds = per_image.flatten(1).std(dim=1) * 255
     assert stds[0] == 0 and stds[1] == pytest.approx(10, rel=0.05) and stds[2] == pytest.approx(50, rel=0.05)
     assert dn.image_seed(0, "set12/01.png") == dn.image_seed(0, "set12/01.png") != dn.image_seed(1, "set12/01.png")
@@ -169,8 +170,8 @@ def test_patch_loader_noise_and_exact_replay():
 def test_tiled_denoising_is_exact():
     torch.manual_seed(0)
     model = DnCNN(depth=17).eval()  # receptive field 35: an overlap of 17 or more is exact
-    noisy = torch.rand(1, 150, 130)
-    assert torch.allclose(dn.denoise(model, noisy, tile=128, overlap=32), dn.denoise(model, noisy), atol=1e-5)
+    noisy = torch.rand(1, 90, 75)
+    assert torch.allclose(dn.denoise(model, noisy, tile=56, overlap=18), dn.denoise(model, noisy), atol=1e-5)
 
 
 # ------------------------------------------------------------------------------ safe unpickling
@@ -245,12 +246,12 @@ def test_official_weights_reproduce_set12():
 
 @needs_shared
 def test_official_weights_on_bsd68_sample():
-    """Four BSD68 images (the full set is the slow test below): the noise is at the stated level
-    and every image gains several dB, the paper's 9 dB on average."""
+    """Three BSD68 images (the full set is the slow test below): the noise is at the stated level
+    and every image gains several dB (the paper: 9 dB on average)."""
     model = load_official_dncnn(WEIGHTS)
     images = dn.read_image_set(DATA, "bsd68")
     assert len(images) == 68
-    report = dn.evaluate_denoiser(model, images[::17], 25, seed=0)
+    report = dn.evaluate_denoiser(model, images[::23], 25, seed=0, with_ssim=False)
     for r in report.images:
         assert r.psnr_noisy == pytest.approx(20.17, abs=0.06)
         assert r.psnr > r.psnr_noisy + 3.5
@@ -294,10 +295,11 @@ def test_train_and_eval_through_the_engine(tmp_path, capsys):
     run = tmp_path / "run"
     code = main(["train", "--task", "denoise", "--model", "dncnn", "--data", str(tmp_path / "data"),
                  "--epochs", "1", "--batch-size", "8", "--opt", "adamw", "--lr", "0.001", "--device", "cpu",
-                 "--set", "model.kwargs.depth=3", "--val-fraction", "0.2", "--progress", "off", "--out", str(run)])
+                 "--set", "model.kwargs.depth=3", "--val-fraction", "0.2", "--progress", "log", "--out", str(run)])
     assert code == 0
-    out = capsys.readouterr().out
-    assert re.search(r"val psnr [\d.]+ mse [\d.]+ ssim", out) and "set1_psnr" in out
+    captured = capsys.readouterr()
+    log = captured.out + captured.err  # progress lines go to stderr
+    assert re.search(r"val psnr [\d.]+ mse [\d.]+ ssim", log) and "set1_psnr" in log
     assert main(["eval", str(run / "best.pt")]) == 0
     assert re.search(r"set1: 2 images, sigma 25: PSNR [\d.]+ dB", capsys.readouterr().out)
 

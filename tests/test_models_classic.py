@@ -159,3 +159,28 @@ def test_nin_class_maps_are_averaged():
         assert torch.allclose(model(x), maps.mean((2, 3)), atol=1e-6)
     linear = create_model("nin_cifar", class_map_act=False)
     assert isinstance(linear.head.act, nn.Identity)
+
+
+def copy_state_positionally(dst: nn.Module, src: nn.Module) -> None:
+    """Load `src`'s state into `dst` entry by entry; the layouts must agree in order and shape."""
+    d, s = dst.state_dict(), src.state_dict()
+    assert len(d) == len(s)
+    for (kd, vd), (ks, vs) in zip(d.items(), s.items()):
+        assert vd.shape == vs.shape, f"{kd} {tuple(vd.shape)} vs {ks} {tuple(vs.shape)}"
+    dst.load_state_dict({kd: vs for kd, vs in zip(d, s.values())})
+
+
+@pytest.mark.parametrize("name", ["alexnet", "vgg11_bn"])
+def test_same_function_as_torchvision(name):
+    # Where torchvision is installed: its weights load into ours and give the same logits.
+    tv_models = pytest.importorskip("torchvision.models")
+    torch.manual_seed(0)
+    ours, theirs = create_model(name).eval(), getattr(tv_models, name)().eval()
+    for m in theirs.modules():  # non-trivial BN statistics, so a misplaced BN shows up
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.normal_(0, 0.1)
+            m.running_var.uniform_(0.5, 1.5)
+    copy_state_positionally(ours, theirs)
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.allclose(ours(x), theirs(x), rtol=1e-4, atol=1e-6)

@@ -277,3 +277,42 @@ def test_xception_has_36_conv_layers_of_which_34_separable():
     assert all(len(s.dw) == 1 for s in separable)
     shortcuts = [m.shortcut for name, m in model.features.named_children() if name.startswith("block")]
     assert sum(not isinstance(s, nn.Identity) for s in shortcuts) == 4
+
+
+def copy_state_positionally(dst: nn.Module, src: nn.Module) -> None:
+    """Load `src`'s state into `dst` entry by entry; the layouts must agree in order and shape."""
+    d, s = dst.state_dict(), src.state_dict()
+    assert len(d) == len(s)
+    for (kd, vd), (ks, vs) in zip(d.items(), s.items()):
+        assert vd.shape == vs.shape, f"{kd} {tuple(vd.shape)} vs {ks} {tuple(vs.shape)}"
+    dst.load_state_dict({kd: vs for kd, vs in zip(d, s.values())})
+
+
+def _reference(library: str, name: str) -> nn.Module:
+    if library == "torchvision":
+        models = pytest.importorskip("torchvision.models")
+        kwargs = dict(aux_logits=False, init_weights=True)
+        if name == "googlenet":
+            kwargs["transform_input"] = False
+        return getattr(models, name)(**kwargs)
+    timm = pytest.importorskip("timm")
+    return timm.create_model("legacy_xception" if name == "xception" else name)
+
+
+@pytest.mark.parametrize("name,library,size", [
+    ("googlenet", "torchvision", 64), ("inception_v3", "torchvision", 75), ("inception_v4", "timm", 75),
+    ("inception_resnet_v2", "timm", 75), ("xception", "timm", 64),
+])
+def test_same_function_as_reference_library(name, library, size):
+    # Where torchvision/timm are installed: their weights load into ours and give the same logits.
+    torch.manual_seed(0)
+    theirs = _reference(library, name).eval()
+    for m in theirs.modules():  # non-trivial BN statistics, so a misplaced BN shows up
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.normal_(0, 0.1)
+            m.running_var.uniform_(0.5, 1.5)
+    ours = create_model(name, **({"aux_logits": False} if library == "torchvision" else {})).eval()
+    copy_state_positionally(ours, theirs)
+    x = torch.randn(2, 3, size, size)
+    with torch.no_grad():
+        assert torch.allclose(ours(x), theirs(x), rtol=1e-4, atol=1e-5)

@@ -69,3 +69,12 @@ def test_summary_restores_training_mode():
     model = create_model("lenet5").train()
     summary(model, (1, 32, 32))
     assert model.training
+
+
+def test_modules_not_run_in_eval_are_listed():
+    from cnnzoo.analysis.summary import NOT_RUN
+
+    s = summary(create_model("googlenet_cifar"), (3, 32, 32), depth=1)
+    not_run = [r for r in s.rows if r.output_shape == NOT_RUN]
+    assert [r.name for r in not_run] == ["aux_heads"] and not_run[0].params > 0
+    assert sum(r.params for r in s.rows) == s.total_params

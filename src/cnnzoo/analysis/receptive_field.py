@@ -226,8 +226,11 @@ _GEOM_TYPES = (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.A
 
 def _module_geom(module: nn.Module) -> LayerGeom | None:
     if isinstance(module, nn.Conv2d):
-        padding = module.padding if not isinstance(module.padding, str) else (
-            (0, 0) if module.padding == "valid" else tuple(d * (k - 1) // 2 for k, d in zip(module.kernel_size, module.dilation)))
+        padding = module.padding
+        if padding == "valid":
+            padding = (0, 0)
+        elif padding == "same":
+            padding = tuple(d * (k - 1) // 2 for k, d in zip(module.kernel_size, module.dilation))
         return LayerGeom(_pair(module.kernel_size), _pair(module.stride), _pair(padding), _pair(module.dilation))
     if isinstance(module, (nn.MaxPool2d, nn.AvgPool2d)):
         dilation = module.dilation if isinstance(module, nn.MaxPool2d) else 1

@@ -15,6 +15,9 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 
+NOT_RUN = "not run in eval mode"
+
+
 @dataclass
 class LayerRow:
     name: str
@@ -56,14 +59,14 @@ def summary(model: nn.Module, input_size: tuple[int, ...] | None = None, *, dept
     root = type(model).__name__
     counts = _flop_counts_by_module(model, x)
     rows = []
-    for name in order:
+    for name in order + _not_run(model, shapes):
         module = model.get_submodule(name)
         level = name.count(".") + 1
         if not _shown(module, level, depth):
             continue
         recurse = depth is not None and level == depth
         rows.append(LayerRow(
-            name=name, type=type(module).__name__, output_shape=shapes[name],
+            name=name, type=type(module).__name__, output_shape=shapes.get(name, NOT_RUN),
             params=sum(p.numel() for p in module.parameters(recurse=recurse)),
             macs=_module_macs(counts, f"{root}.{name}", module, recurse), depth=level,
         ))
@@ -75,6 +78,11 @@ def summary(model: nn.Module, input_size: tuple[int, ...] | None = None, *, dept
         trainable_params=sum(p.numel() for p in params if p.requires_grad),
         macs=sum(counts.get("Global", {}).values()) // 2,
     )
+
+
+def _not_run(model: nn.Module, shapes: dict) -> list[str]:
+    """Modules with parameters that the eval-mode forward never called (auxiliary heads)."""
+    return [n for n, m in model.named_modules() if n and n not in shapes and any(True for _ in m.parameters())]
 
 
 def _shown(module: nn.Module, level: int, depth: int | None) -> bool:

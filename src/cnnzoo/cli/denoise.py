@@ -69,7 +69,8 @@ def denoise_file(model, args: argparse.Namespace) -> int:
     dn.save_image(estimate, args.output)
     if args.noisy_out:
         dn.save_image(noisy, args.noisy_out)
-    print(f"{args.input} ({image.shape[2]}x{image.shape[1]} {kind}) + Gaussian noise sigma {args.sigma:g} (seed {args.seed})")
+    print(f"{args.input} ({image.shape[2]}x{image.shape[1]} {kind}) + Gaussian noise sigma {args.sigma:g} "
+          f"(seed {args.seed})")
     print(f"noisy:    PSNR {float(dn.psnr(noisy, image)):6.2f} dB  SSIM {float(dn.ssim(noisy.clamp(0, 1), image)):.4f}")
     print(f"denoised: PSNR {float(dn.psnr(estimate, image)):6.2f} dB  SSIM {float(dn.ssim(estimate, image)):.4f}"
           f"  -> {args.output}")
@@ -91,7 +92,8 @@ def evaluate_sets(model, args: argparse.Namespace) -> int:
         [g for g in named if not g.lower().startswith("train")] or [""]
     unknown = [s for s in sets if s not in groups]
     if unknown:
-        raise CnnzooError(f"{args.eval} has no test set {unknown[0]!r} (it has: {', '.join(named) or 'no sub-folders'})")
+        known = ", ".join(named) or "no sub-folders"
+        raise CnnzooError(f"{args.eval} has no test set {unknown[0]!r} (it has: {known})")
     sigma = 25.0 if args.sigma is None else args.sigma
     for name in sets:
         images = dn.read_images(groups[name], channels=model.in_chans)

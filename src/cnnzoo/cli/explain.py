@@ -105,14 +105,16 @@ def conv_specs(args: argparse.Namespace) -> tuple[ca.ConvSpec, list[ca.ConvSpec]
             dw_kwargs = dict(multiplier=args.multiplier, dilation=args.dilation, **common)
             if args.out_chs is None:
                 variant = [ca.depthwise(args.in_chs, args.kernel, **dw_kwargs)]
-                return ca.standard(args.in_chs, args.in_chs * args.multiplier, args.kernel, **common), variant, variant[0].label
+                std = ca.standard(args.in_chs, args.in_chs * args.multiplier, args.kernel, **common)
+                return std, variant, variant[0].label
             dw, pw = ca.depthwise_separable(args.in_chs, args.out_chs, args.kernel, **dw_kwargs)
             return ca.standard(args.in_chs, args.out_chs, args.kernel, **common), [dw, pw], "depthwise-separable"
         if args.out_chs is None:
             raise CnnzooError("--out is required (except for a depthwise convolution alone)")
         std = ca.standard(args.in_chs, args.out_chs, args.kernel, **common)
         if args.groups != 1:
-            spec = ca.grouped(args.in_chs, args.out_chs, args.kernel, groups=args.groups, dilation=args.dilation, **common)
+            spec = ca.grouped(args.in_chs, args.out_chs, args.kernel, groups=args.groups, dilation=args.dilation,
+                              **common)
             return std, [spec], spec.label
         if args.dilation != 1:
             spec = ca.ConvSpec(args.in_chs, args.out_chs, args.kernel, dilation=args.dilation,
@@ -147,10 +149,14 @@ def _conv_report(args: argparse.Namespace) -> str:
         ours = sum(s.params for s in variant)
         lines.append(f"\n{name} / standard: {ours:,} / {std.params:,} parameters = {ours / std.params:.4f}"
                      + _ratio_formula(args, std))
+        if size:
+            macs = ca.chain_stats(name, variant, size).macs
+            lines.append(f"{name} / standard: {macs:,} / {std.macs(size):,} MACs = {macs / std.macs(size):.4f}")
     if args.dilation != 1 and not args.depthwise:
         span = variant[0].effective_kernel
         same_span = ca.standard(args.in_chs, args.out_chs, span, bias=args.bias)
-        lines.append(f"a standard {span[0]}x{span[1]} kernel with the same span would need {same_span.params:,} parameters")
+        lines.append(f"a standard {span[0]}x{span[1]} kernel with the same span would need "
+                     f"{same_span.params:,} parameters")
     lines.append(_torch_check(layers, size))
     return "\n".join(lines)
 
@@ -158,8 +164,9 @@ def _conv_report(args: argparse.Namespace) -> str:
 def _conv_row(spec: ca.ConvSpec, size: tuple[int, int] | None) -> list[str]:
     st = ca.stats(spec, size)
     span = "x".join(map(str, spec.effective_kernel))
+    weights = spec.params - (spec.out_chs if spec.bias else 0)
     return [spec.label, _fmt_shape(st.weight_shape, brackets=True), f"{st.params:,}",
-            _fmt_macs(st.macs, spec.params - (spec.out_chs if spec.bias else 0), size), span, _fmt_shape(st.output_shape)]
+            _fmt_macs(st.macs, weights, size), span, _fmt_shape(st.output_shape)]
 
 
 def _fmt_macs(macs: int | None, per_position: int, size: tuple[int, int] | None) -> str:
@@ -207,7 +214,8 @@ def example_report() -> str:
     image = [[float(5 * r + c + 1) for c in range(5)] for r in range(5)]
     kernel = [[1.0] * 3 for _ in range(3)]
     x, w = torch.tensor(image)[None, None], torch.ones(1, 1, 3, 3)
-    lines = ["input (5x5, the values 1..25):", _grid(image), "kernel: 3x3 of ones (each output = sum of a 3x3 window)", ""]
+    lines = ["input (5x5, the values 1..25):", _grid(image),
+             "kernel: 3x3 of ones (each output = sum of a 3x3 window)", ""]
     for dilation in (1, 2):
         ours = ca.naive_conv2d(image, kernel, dilation=dilation)
         theirs = F.conv2d(x, w, dilation=dilation)[0, 0].tolist()

@@ -311,6 +311,7 @@ def validate(cfg: Config) -> Config:
     _check(bool(e.scales) and all(x > 0 for x in e.scales), "eval.scales", "must be positive numbers")
     if e.tta == "tencrop" and e.crop_size and d.image_size:
         check_crop(e.crop_size, (d.image_size, d.image_size), key="eval.crop_size")
+    _check_model_task(cfg)
     if unavailable is not None:
         raise unavailable
     if dataclasses.is_dataclass(getattr(task, "Options", None)):
@@ -318,6 +319,15 @@ def validate(cfg: Config) -> Config:
     elif cfg.task_options:
         raise ConfigError(f"task_options: task {cfg.task!r} takes no options, got {sorted(cfg.task_options)}")
     return cfg
+
+
+def _check_model_task(cfg: Config) -> None:
+    from ..registry import model_info
+
+    model_task = model_info(cfg.model.name)["task"]  # an unknown name raises with suggestions
+    if model_task != cfg.task:
+        raise ConfigError(f"model.name: {cfg.model.name!r} is a {model_task!r} model but the task is {cfg.task!r}; "
+                          f"use --task {model_task} or a {cfg.task!r} model")
 
 
 def check_crop(crop: int, image_hw: tuple[int, int], *, key: str) -> None:

@@ -16,12 +16,16 @@ from torch import nn
 from ..errors import CnnzooError
 from .checkpoint import load_checkpoint, load_weights
 
+_SOURCE_MODEL: dict[str, str] = {}  # path -> the architecture named in a cnnzoo checkpoint
+
 
 def read_state_dict(path: str | Path, *, trust: bool = False) -> dict[str, torch.Tensor]:
     path = Path(path)
     if path.suffix == ".safetensors":
         return load_weights(path)[0]
     obj = load_checkpoint(path, trust=trust, required_keys=())
+    if isinstance(obj, dict) and isinstance(obj.get("model_name"), str):
+        _SOURCE_MODEL[str(path)] = obj["model_name"]
     if isinstance(obj, dict):
         for key in ("model", "state_dict", "model_state_dict"):
             if isinstance(obj.get(key), dict):
@@ -41,7 +45,9 @@ def load_initial_weights(model: nn.Module, path: str | Path, *, trust: bool = Fa
     target = model.state_dict()
     matched = {k: v for k, v in source.items() if k in target and target[k].shape == v.shape}
     if not matched:
-        raise CnnzooError(f"model.init_from: no tensor of {path} fits this model (another architecture?)")
+        source = _SOURCE_MODEL.get(str(path))
+        what = f"it is a checkpoint of {source!r}" if source else "another architecture?"
+        raise CnnzooError(f"model.init_from: no tensor of {path} fits this model ({what})")
     model.load_state_dict(matched, strict=False)
     fresh = [k for k in target if k not in matched]
     unused = [k for k in source if k not in matched]

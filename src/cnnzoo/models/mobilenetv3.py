@@ -171,7 +171,8 @@ def mobilenet_v3_small(**kwargs) -> MobileNetV3:
      notes="stride-1 stem and first strided block; 32x32 ends at 4x4")
 def mobilenet_v3_large_cifar(**kwargs) -> MobileNetV3:
     """MobileNet V3-Large for 32x32 images."""
-    return build_model(MobileNetV3, dict(num_classes=10, table=cifar_table(LARGE), head_chs=1280, stem_stride=1), kwargs)
+    return build_model(MobileNetV3, dict(num_classes=10, table=cifar_table(LARGE), head_chs=1280, stem_stride=1),
+                       kwargs)
 
 
 @_v3(input_style="cifar", num_classes=10, ref_params=1_528_106,
@@ -179,4 +180,5 @@ def mobilenet_v3_large_cifar(**kwargs) -> MobileNetV3:
      notes="stride-1 stem and first strided block; 32x32 ends at 4x4")
 def mobilenet_v3_small_cifar(**kwargs) -> MobileNetV3:
     """MobileNet V3-Small for 32x32 images."""
-    return build_model(MobileNetV3, dict(num_classes=10, table=cifar_table(SMALL), head_chs=1024, stem_stride=1), kwargs)
+    return build_model(MobileNetV3, dict(num_classes=10, table=cifar_table(SMALL), head_chs=1024, stem_stride=1),
+                       kwargs)

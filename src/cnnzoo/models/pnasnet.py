@@ -211,4 +211,5 @@ def pnasnet5mobile(**kwargs) -> PNASNet:
        ref_source="cnnzoo (N=3, F=48; the paper says 3.2M)")
 def pnasnet5_cifar(**kwargs) -> PNASNet:
     """PNASNet-5 for CIFAR-10: N=3, F=48."""
-    return build_model(PNASNet, dict(num_classes=10, filters=48, cells=cifar_cells(3), stem="cifar", stem_chs=96), kwargs)
+    return build_model(PNASNet, dict(num_classes=10, filters=48, cells=cifar_cells(3), stem="cifar", stem_chs=96),
+                       kwargs)

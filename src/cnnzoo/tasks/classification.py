@@ -63,7 +63,9 @@ class ClassificationTask:
         return TaskData(train, val, test, meta=dataset_meta(bundle))
 
     def build_model(self, cfg: Config, meta: dict[str, Any]) -> nn.Module:
-        return build_classifier(cfg, meta)
+        model = build_classifier(cfg, meta)
+        check_input_size(model, cfg.model.name, tuple(meta["input_size"]))
+        return model
 
     def check_config(self, cfg: Config, meta: dict[str, Any]) -> None:
         """Checks that need the loaded data: a 10-crop must fit in the images."""
@@ -153,6 +155,23 @@ def build_classifier(cfg: Config, meta: dict[str, Any]) -> nn.Module:
         raise ConfigError(f"{key}: {err}") from None
     except (TypeError, ValueError) as err:
         raise ConfigError(f"model.kwargs: model {cfg.model.name!r} refused its options: {err}") from None
+
+
+def check_input_size(model: nn.Module, name: str, input_size: tuple[int, ...]) -> None:
+    """One forward of a blank image, so a model too deep for small images fails here with advice,
+    not with a shape error in the first training step."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(torch.zeros(1, *input_size))
+    except RuntimeError as err:
+        default = "x".join(map(str, model_info(name)["input_size"]))
+        first = " ".join(str(err).split())[:160]
+        raise ConfigError(f"data.image_size: {name} cannot take {'x'.join(map(str, input_size))} images ({first}); "
+                          f"resize them with --image-size (its default input is {default})") from None
+    finally:
+        model.train(was_training)
 
 
 def augment_options(r: Any, bundle: Any) -> dict[str, Any]:

@@ -174,7 +174,8 @@ def read_images(files: dict[str, bytes | Path], channels: int = 1) -> list[tuple
     return [(name, load_image(payload, channels)) for name, payload in files.items()]
 
 
-def read_image_set(source: str | os.PathLike, subset: str | None = None, channels: int = 1) -> list[tuple[str, torch.Tensor]]:
+def read_image_set(source: str | os.PathLike, subset: str | None = None,
+                   channels: int = 1) -> list[tuple[str, torch.Tensor]]:
     """(name, image) of every image in `source`, or only in its sub-folder `subset`."""
     groups = image_sets(source)
     if subset is None:
@@ -396,7 +397,8 @@ class DenoiseReport:
 
 
 def evaluate_denoiser(model: nn.Module, images: Sequence[tuple[str, torch.Tensor]], sigma: float, *,
-                      seed: int = 0, with_ssim: bool = True, set_name: str = "", tile: int | None = None) -> DenoiseReport:
+                      seed: int = 0, with_ssim: bool = True, set_name: str = "",
+                      tile: int | None = None) -> DenoiseReport:
     """Add seeded noise of level `sigma` to each clean image, denoise it, and score it."""
     was_training = model.training
     model.eval()

@@ -154,7 +154,8 @@ class DenoiseTask:
         random.Random(d.split_seed).shuffle(order)
         n_val = int(round(d.val_fraction * len(train_images)))
         if n_val >= len(train_images):
-            raise ConfigError(f"data.val_fraction: {d.val_fraction} leaves no training images out of {len(train_images)}")
+            raise ConfigError(f"data.val_fraction: {d.val_fraction} leaves none of the {len(train_images)} "
+                              "images for training")
         val_images = [train_images[i] for i in sorted(order[:n_val])]
         train_images = [train_images[i] for i in sorted(order[n_val:])]
         sigma_range = tuple(opts.sigma_range) if opts.sigma_range is not None else None
@@ -246,7 +247,8 @@ TASK = DenoiseTask
 
 
 
-def load_denoiser(path: str | Path, *, trust: bool = False, device: torch.device | str = "cpu") -> tuple[nn.Module, str]:
+def load_denoiser(path: str | Path, *, trust: bool = False,
+                  device: torch.device | str = "cpu") -> tuple[nn.Module, str]:
     """A denoiser (eval mode) and a description, from the official DnCNN weights (a legacy
     whole-module pickle, read without running code) or a `cnnzoo train --task denoise` checkpoint."""
     from ..engine.inference import describe_checkpoint, model_from_checkpoint, read_checkpoint

@@ -210,8 +210,9 @@ def _load_zip(path: Path) -> Any:
                 dtype = _dtype_of(storage_type, str(path))
                 raw = bytearray(archive.read(f"{prefix}data/{key}"))
                 cache[key] = torch.frombuffer(raw, dtype=dtype) if raw else torch.empty(0, dtype=dtype)
-                if cache[key].numel() != numel and dtype is not torch.uint8:
-                    raise UnsafePickleError(f"{path}: storage {key} has {cache[key].numel()} elements, expected {numel}")
+                found = cache[key].numel()
+                if found != numel and dtype is not torch.uint8:
+                    raise UnsafePickleError(f"{path}: storage {key} has {found} elements, expected {numel}")
             return cache[key]
 
         with archive.open(pkl) as f:
