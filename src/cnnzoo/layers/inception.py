@@ -313,32 +313,3 @@ def reduction_b_residual(in_chs: int, conv: ConvFactory, a: tuple[int, int], b: 
         [(b[0], 1), (b[1], 3, 2, 0)],
         [(c[0], 1), (c[1], 3), (c[2], 3, 2, 0)],
     ], Pool("max", 0, 2, 0))
-
-
-def forward_with_taps(stages: nn.Module, taps: nn.ModuleDict,
-                      x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
-    """Run the children of `stages` in order, applying `taps[name]` after the child `name`.
-
-    Used for auxiliary classifiers (GoogLeNet, Inception v3), which read intermediate maps.
-    """
-    outputs = []
-    for name, stage in stages.named_children():
-        x = stage(x)
-        if name in taps:
-            outputs.append(taps[name](x))
-    return x, outputs
-
-
-def init_weights(model: nn.Module) -> None:
-    """He-normal convolutions (fan-out), unit BN, small-normal linear layers, zero biases."""
-    for m in model.modules():
-        if isinstance(m, nn.Conv2d):
-            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.BatchNorm2d):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.Linear):
-            nn.init.normal_(m.weight, 0.0, 0.01)
-            nn.init.zeros_(m.bias)

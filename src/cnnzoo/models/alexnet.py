@@ -30,6 +30,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
+from ..layers.head import FCHead
 from ..registry import Paper, build_model, register_model
 from .base import ZooModel
 
@@ -37,36 +38,6 @@ PAPER = Paper("ImageNet Classification with Deep Convolutional Neural Networks",
               "Krizhevsky, Sutskever, Hinton")
 
 INITS = ("default", "paper")
-
-
-class FCHead(nn.Module):
-    """Adaptive average pool to `pool_size`, flatten, (Linear-ReLU-Dropout) per hidden width, `fc`.
-
-    The classifier of AlexNet and VGG. With no hidden widths it is pool + linear. Like
-    `ClassifierHead` it has `fc`, `in_features` (the width `fc` reads) and `reset`.
-    """
-
-    def __init__(self, in_chs: int, num_classes: int, pool_size: int, hidden: Sequence[int] = (4096, 4096),
-                 drop_rate: float = 0.5):
-        super().__init__()
-        self.global_pool = nn.AdaptiveAvgPool2d(pool_size)
-        self.flatten = nn.Flatten(1)
-        layers, width = OrderedDict(), in_chs * pool_size * pool_size
-        for i, out in enumerate(hidden, 1):
-            layers[f"fc{i}"] = nn.Linear(width, out)
-            layers[f"act{i}"] = nn.ReLU(inplace=True)
-            layers[f"drop{i}"] = nn.Dropout(drop_rate) if drop_rate > 0 else nn.Identity()
-            width = out
-        self.pre_logits = nn.Sequential(layers)
-        self.in_features = width
-        self.fc = nn.Linear(width, num_classes) if num_classes > 0 else nn.Identity()
-
-    def reset(self, num_classes: int) -> None:
-        self.fc = nn.Linear(self.in_features, num_classes) if num_classes > 0 else nn.Identity()
-
-    def forward(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        x = self.pre_logits(self.flatten(self.global_pool(x)))
-        return x if pre_logits else self.fc(x)
 
 
 class AlexNet(ZooModel):

@@ -61,3 +61,33 @@ class ZooModel(nn.Module):
         self.head.reset(num_classes)
         if isinstance(self.default_cfg, dict) and self.default_cfg:
             self.default_cfg = {**self.default_cfg, "num_classes": num_classes}
+
+
+class AuxClassifierModel(ZooModel):
+    """A model whose `aux_heads` (a ModuleDict keyed by the names of `features` children)
+    classify intermediate maps during training, as in GoogLeNet and Inception v3.
+
+    Auxiliary logits are returned (as `AuxLogits`) only in training mode with a classifier.
+    """
+
+    features: nn.Sequential
+    aux_heads: nn.ModuleDict
+    aux_weight: float
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.features(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor | AuxLogits:
+        if not (self.training and len(self.aux_heads) and self.num_classes > 0):
+            return self.forward_head(self.forward_features(x))
+        aux = []
+        for name, stage in self.features.named_children():
+            x = stage(x)
+            if name in self.aux_heads:
+                aux.append(self.aux_heads[name](x))
+        return AuxLogits(self.forward_head(x), tuple(aux), self.aux_weight)
+
+    def reset_classifier(self, num_classes: int) -> None:
+        super().reset_classifier(num_classes)
+        for head in self.aux_heads.values():
+            head.reset(num_classes)

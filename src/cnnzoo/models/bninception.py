@@ -26,7 +26,8 @@ import torch
 from torch import nn
 
 from ..layers.conv import DepthwiseSeparableConv
-from ..layers.inception import ConvFactory, bn_conv, bn_inception_module, init_weights
+from ..layers.inception import ConvFactory, bn_conv, bn_inception_module
+from ..layers.init import init_weights
 from ..registry import Paper, build_model, register_model
 from .base import ZooModel
 

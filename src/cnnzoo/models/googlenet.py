@@ -27,9 +27,10 @@ from collections import OrderedDict
 import torch
 from torch import nn
 
-from ..layers.inception import ConvFactory, bn_conv, forward_with_taps, googlenet_module, init_weights, plain_conv
+from ..layers.inception import ConvFactory, bn_conv, googlenet_module, plain_conv
+from ..layers.init import init_weights
 from ..registry import Paper, build_model, register_model
-from .base import AuxLogits, ZooModel
+from .base import AuxClassifierModel
 
 PAPER = Paper("Going Deeper with Convolutions", 2014, "1409.4842",
               "Szegedy, Liu, Jia, Sermanet, Reed, Anguelov, Erhan, Vanhoucke, Rabinovich")
@@ -84,7 +85,7 @@ class GoogLeNetAux(nn.Module):
         return self.fc(self.drop(self.act(self.fc1(x))))
 
 
-class GoogLeNet(ZooModel):
+class GoogLeNet(AuxClassifierModel):
     """GoogLeNet: stem, `features` (Inception modules 3a-5b), head; aux heads on 4a and 4d."""
 
     aux_weight = 0.3  # the paper's weight of each auxiliary loss
@@ -136,19 +137,6 @@ class GoogLeNet(ZooModel):
             layers["pool2"] = _max_pool()
         return layers
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.features(x)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor | AuxLogits:
-        if not (self.training and len(self.aux_heads) and self.num_classes > 0):
-            return self.forward_head(self.forward_features(x))
-        x, aux = forward_with_taps(self.features, self.aux_heads, x)
-        return AuxLogits(self.forward_head(x), tuple(aux), self.aux_weight)
-
-    def reset_classifier(self, num_classes: int) -> None:
-        super().reset_classifier(num_classes)
-        for head in self.aux_heads.values():
-            head.reset(num_classes)
 
 
 _TV_NOTE = ("6,624,904 params without the aux heads (aux_logits=False, torchvision's count with "

@@ -33,11 +33,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..layers.inception import (
-    ConvFactory, bn_conv, conv_stem, forward_with_taps, inception_v3_a, inception_v3_c, inception_v3_e, init_weights,
+    ConvFactory, bn_conv, conv_stem, inception_v3_a, inception_v3_c, inception_v3_e,
     reduction_a, reduction_b,
 )
+from ..layers.init import init_weights
 from ..registry import Paper, build_model, register_model
-from .base import AuxLogits, ZooModel
+from .base import AuxClassifierModel
 
 PAPER = Paper("Rethinking the Inception Architecture for Computer Vision", 2016, "1512.00567",
               "Szegedy, Vanhoucke, Ioffe, Shlens, Wojna")
@@ -67,7 +68,7 @@ class InceptionV3Aux(nn.Module):
         return self.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
 
 
-class InceptionV3(ZooModel):
+class InceptionV3(AuxClassifierModel):
     """Inception v3: `features` (stem, mixed_5b..mixed_7c), pool, dropout, linear; aux head on mixed_6e."""
 
     aux_weight = 0.4
@@ -95,19 +96,6 @@ class InceptionV3(ZooModel):
         self.aux_heads = nn.ModuleDict({AUX_TAP: InceptionV3Aux(768, num_classes, conv)} if aux_logits else {})
         init_weights(self)
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.features(x)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor | AuxLogits:
-        if not (self.training and len(self.aux_heads) and self.num_classes > 0):
-            return self.forward_head(self.forward_features(x))
-        x, aux = forward_with_taps(self.features, self.aux_heads, x)
-        return AuxLogits(self.forward_head(x), tuple(aux), self.aux_weight)
-
-    def reset_classifier(self, num_classes: int) -> None:
-        super().reset_classifier(num_classes)
-        for head in self.aux_heads.values():
-            head.reset(num_classes)
 
 
 @register_model(family="inception_v3", paper=PAPER, input_style="imagenet", input_size=(3, 299, 299),

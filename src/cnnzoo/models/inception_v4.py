@@ -37,8 +37,9 @@ from torch import nn
 from ..layers.inception import (
     ConvFactory, bn_conv, conv_stem, inception_resnet_a, inception_resnet_b, inception_resnet_c,
     inception_v3_a, inception_v4_a, inception_v4_b, inception_v4_c, inception_v4_stem_a, inception_v4_stem_b,
-    inception_v4_stem_c, init_weights, reduction_a, reduction_b, reduction_b_residual,
+    inception_v4_stem_c, reduction_a, reduction_b, reduction_b_residual,
 )
+from ..layers.init import init_weights
 from ..registry import Paper, build_model, register_model
 from .base import ZooModel
 

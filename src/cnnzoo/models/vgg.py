@@ -22,8 +22,9 @@ import torch
 from torch import nn
 
 from ..layers.conv import ConvNormAct
+from ..layers.head import FCHead
+from ..layers.init import init_weights
 from ..registry import Paper, build_model, register_model
-from .alexnet import FCHead
 from .base import ZooModel
 
 PAPER = Paper("Very Deep Convolutional Networks for Large-Scale Image Recognition", 2014, "1409.1556",
@@ -52,20 +53,7 @@ class VGG(ZooModel):
         self.num_classes = num_classes
         self.head = FCHead(512, num_classes, pool_size, hidden, drop_rate)
         self.num_features = self.head.in_features
-        self._init_weights()
-
-    def _init_weights(self) -> None:
-        # torchvision's initialisation: He-normal convs (fan-out), N(0, 0.01) linear layers.
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-                nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.Linear):
-                nn.init.normal_(m.weight, 0.0, 0.01)
-                nn.init.zeros_(m.bias)
+        init_weights(self)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.features(x)

@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from ..layers.conv import ConvNormAct, DepthwiseSeparableConv
-from ..layers.inception import init_weights
+from ..layers.init import init_weights
 from ..registry import Paper, build_model, register_model
 from .base import ZooModel
 
