@@ -7,7 +7,8 @@ in one run and for fp32 and for channels_last + bf16 autocast:
 - common:   the same steps fed by torch.utils.data.DataLoader (2 workers) over the JPEG files,
             with per-sample PIL random crop (pad 4) + flip and numpy normalisation, i.e. what
             torchvision's ImageFolder + RandomCrop + RandomHorizontalFlip + ToTensor + Normalize do;
-and the loaders alone (no model). Times are per batch after warm-up batches (DataLoader worker
+and the loaders alone (no model); "loader/step" is our loader's time alone over the model step's,
+a steadier estimate of the data share on a noisy machine. Times are per batch after warm-up batches (DataLoader worker
 start-up excluded), the median of interleaved repeats, extrapolated to one epoch of the
 45,000-image training split (351 batches of 128).
 
@@ -201,13 +202,14 @@ def report(results: dict, args, device, load: dict) -> None:
     first = "decode + cache write" if not load["first_cached"] else "already cached"
     firsts = ", ".join(f"{t:.1f} s with {w} worker{'s' * (w != 1)}" for w, t in load["first"].items())
     print(f"dataset load: first {firsts} ({first}); cached {load['cached']:.2f} s")
-    head = ("mode", "ours epoch", "model-only", "data share", "common epoch", "speed-up", "ours loader",
-            "common loader")
+    head = ("mode", "ours epoch", "model-only", "data share", "loader/step", "common epoch", "speed-up",
+            "ours loader", "common loader")
     print("| " + " | ".join(head) + " |\n|" + "---|" * len(head))
     for mode, r in results.items():
         n = r["batches_per_epoch"]
         share = max(0.0, 1 - r["model"] / r["ours"])
-        cells = (mode, f"{r['ours'] * n:.1f} s", f"{r['model'] * n:.1f} s", f"{share:.1%}", f"{r['common'] * n:.1f} s",
+        cells = (mode, f"{r['ours'] * n:.1f} s", f"{r['model'] * n:.1f} s", f"{share:.1%}",
+                 f"{r['ours_loader'] / r['model']:.1%}", f"{r['common'] * n:.1f} s",
                  f"{r['common'] / r['ours']:.2f}x", _images_per_s(args.batch_size, r["ours_loader"]),
                  _images_per_s(args.batch_size, r["common_loader"]))
         print("| " + " | ".join(cells) + " |")

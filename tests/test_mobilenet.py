@@ -30,6 +30,15 @@ def test_reference_parameter_counts(name, reference):
     assert model_info(name)["ref_params"] == reference
 
 
+@pytest.mark.parametrize("name, paper_macs", [
+    ("mobilenet_v2", 300),  # V2 paper, Table 4
+    ("mobilenet_v3_large", 219), ("mobilenet_v3_small", 56),  # V3 paper, Table 3
+])
+def test_mult_adds_match_the_papers(name, paper_macs):
+    # The papers round, and may count the squeeze-excite products that are not MACs here.
+    assert summary(create_model(name)).macs / 1e6 == pytest.approx(paper_macs, rel=0.02)
+
+
 def test_every_variant_has_a_cifar_version():
     names = list_models("mobilenet_*")
     for family in ("mobilenet_v1", "mobilenet_v2", "mobilenet_v3_large", "mobilenet_v3_small"):

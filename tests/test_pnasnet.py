@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from cnnzoo import create_model, model_info
+from cnnzoo import create_model, model_info, summary
 from cnnzoo.models.pnasnet import FactorizedReduction, PNASCell, SepBranch
 
 
@@ -80,6 +80,7 @@ def test_separable_branch_is_applied_twice():
 def test_mobile_and_cifar_layouts():
     mobile = create_model("pnasnet5mobile")
     assert abs(n_params(mobile) - 5.1e6) < 0.05e6  # the paper: 5.1M
+    assert summary(mobile).macs / 1e6 == pytest.approx(588, rel=0.01)  # the paper: 588M mult-adds
     cifar = create_model("pnasnet5_cifar").eval()
     assert abs(n_params(cifar) - 3.2e6) < 0.05e6  # the paper: 3.2M for N=3, F=48
     assert n_params(cifar) == model_info("pnasnet5_cifar")["ref_params"]

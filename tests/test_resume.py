@@ -74,7 +74,7 @@ def test_stop_happens_mid_epoch_with_a_checkpoint(runs):
     assert stopped.interrupted == signal.SIGINT and stopped.exit_code == 130
     assert ckpt["step"] == STOP_AT
     assert (ckpt["state"]["epoch"], ckpt["state"]["batch"]) == (1, 9)
-    assert ckpt["loader"] == {"epoch": 1, "position": 9, "seed": 7}
+    assert {k: ckpt["loader"][k] for k in ("epoch", "position", "seed")} == {"epoch": 1, "position": 9, "seed": 7}
     assert ckpt["state"]["running"]["count"] > 0  # the partial epoch's running metrics travel too
 
 

@@ -117,6 +117,8 @@ def eval_checkpoint(args: argparse.Namespace) -> int:
     model, description = load_denoiser(args.checkpoint, trust=args.trust_checkpoint, device=resolve_device(args.device))
     print(f"model: {description}")
     data = args.data or meta.get("dataset")
+    if not args.data and not Path(str(data)).exists():
+        raise CnnzooError(f"the checkpoint's data {data} is not there any more; give its test sets with --data")
     sets = ",".join(meta.get("test_sets") or []) if not args.data else None
     options = argparse.Namespace(eval=data, sets=sets or None, sigma=meta.get("eval_sigma", 25.0), seed=0,
                                  per_image=False, tile=1024)

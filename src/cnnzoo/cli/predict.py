@@ -35,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
             failed += 1
             print(f"{pred.path}: error: {pred.error}", file=sys.stderr)
             continue
-        print(f"{pred.path}: " + ", ".join(f"{name} {100 * p:.1f}%" for name, p in pred.top))
+        print(f"{pred.path}: " + ", ".join(f"{name} {100 * p:.2f}%" for name, p in pred.top))
     if failed:
         print(f"cnnzoo predict: {failed} file(s) could not be read", file=sys.stderr)
     return 1 if failed else 0

@@ -7,6 +7,7 @@ drawn, and only when the stream is a terminal.
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from typing import Any, Callable, Iterable, Iterator, TextIO
@@ -109,7 +110,9 @@ def format_seconds(seconds: float) -> str:
 
 
 def _isatty(stream: TextIO) -> bool:
+    """A terminal a bar can be drawn on: a TTY with a known, non-zero width (a pty without a
+    window size, as under `script` or some CI runners, reports 0x0 and tqdm draws nothing)."""
     try:
-        return stream.isatty()
-    except (AttributeError, ValueError):  # closed or replaced streams
+        return stream.isatty() and min(os.get_terminal_size(stream.fileno())) > 0
+    except (AttributeError, ValueError, OSError):  # closed, replaced or detached streams
         return False

@@ -211,7 +211,7 @@ def train(cfg: Config, *, resume: Resume | None = None, progress: Progress | Non
                        **{f"train_{k}": v for k, v in running.means().items()},
                        **{f"val_{k}": v for k, v in val.items()},
                        "lr": schedule.lr, "time": time.perf_counter() - started,
-                       "images_per_s": running.count / max(train_time, 1e-9)}
+                       "images_per_s": bar.images / max(train_time, 1e-9)}  # this session's images only
                 log.add_epoch(row)
                 improved = _improves(state.best, val.get(monitor), val.get("loss"))
                 if improved:
@@ -231,6 +231,8 @@ def train(cfg: Config, *, resume: Resume | None = None, progress: Progress | Non
         result = RunResult(run_dir, state)
         if data.test is not None:
             result.test = _final_test(say, task, model, raw_model, data, run_dir, autocast, progress)
+        else:
+            say(f"no test split in {data.meta.get('dataset')}: nothing was tested; best.pt is the best on validation")
         _report_bad_images(say, data.meta)
         return result
 

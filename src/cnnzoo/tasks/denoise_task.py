@@ -168,7 +168,7 @@ class DenoiseTask:
         tests = [(t, n, img) for t in test_names for n, img in dn.read_images(groups[t], channels)]
         test = ImagePairLoader(tests, sigma=level, seed=0, device=device) if tests else None
         meta = dict(
-            dataset=str(d.dataset), fingerprint=_fingerprint(groups), classes=[], num_classes=0,
+            dataset=str(Path(d.dataset).resolve()), fingerprint=_fingerprint(groups), classes=[], num_classes=0,
             in_chans=channels, input_size=[channels, opts.patch_size, opts.patch_size],
             mean=[0.0] * channels, std=[1.0] * channels,
             sizes={"train": len(train_images), "val": len(val_images), "test": len(tests)},
