@@ -26,7 +26,8 @@ def test_train_subprocess_off_a_terminal(tmp_path):
     text = out.stderr
     assert "run directory: " in text and "model: lenet5, 61,706 parameters" in text
     assert re.search(r"^epoch 3/3 \| train loss [\d.]+ acc [\d.]+% \| val loss", text, re.M)
-    match = re.search(r"^test \(best\.pt, epoch \d, chosen on val_acc [\d.]+%\): loss [\d.]+, acc ([\d.]+)%", text, re.M)
+    match = re.search(r"^test \(best\.pt, epoch \d, chosen on val_acc [\d.]+%\): loss [\d.]+, acc ([\d.]+)%",
+                      text, re.M)
     assert match and float(match.group(1)) > 80
     assert "\r" not in text  # no bar redraws in a log file
     assert (tmp_path / "run" / "best.pt").is_file()
@@ -59,7 +60,8 @@ BAD_INPUTS = {
     "unknown model": (["--model", "resnet21_cifar"], "unknown model 'resnet21_cifar'; did you mean"),
     "option the model lacks": (["--drop-path-rate", "0.1"], "regularization.drop_path_rate: model 'lenet5'"),
     "empty class folder": (["--data", "EMPTY", "--workers", "0"], "class folder EMPTY/train/b has no images"),
-    "train/val class mismatch": (["--data", "MISMATCH", "--workers", "0"], "train/val class mismatch in MISMATCH: val lacks ['b']"),
+    "train/val class mismatch": (["--data", "MISMATCH", "--workers", "0"],
+                                 "train/val class mismatch in MISMATCH: val lacks ['b']"),
     "resume another architecture": (["--resume", "RUN", "--model", "resnet20_cifar"],
                                     "cannot resume RUN/last.pt: model.name: 'lenet5' in the checkpoint, "
                                     "'resnet20_cifar' now"),
@@ -72,7 +74,8 @@ BAD_INPUTS = {
     "wrong type": (["--set", "optim.lr=fast"], "optim.lr: expected a number, got 'fast' (str)"),
     "10-crop larger than images": (["--tta", "tencrop", "--set", "eval.crop_size=40", "--epochs", "1"],
                                    "eval.crop_size: a 40px 10-crop does not fit in 32x32 images"),
-    "mixup on denoising": (["--task", "denoise", "--mixup", "0.2"], "regularization.mixup_alpha: needs a classification"),
+    "mixup on denoising": (["--task", "denoise", "--mixup", "0.2"],
+                           "regularization.mixup_alpha: needs a classification"),
 }
 
 
@@ -98,7 +101,8 @@ def test_bad_input_is_one_line_exit_2(case, lenet_run, tmp_path, capsys):
 
 def test_resume_cli_subprocess_refuses_other_model(lenet_run):
     out = subprocess.run([sys.executable, "-m", "cnnzoo", "train", "--resume", str(lenet_run), "--model", "vgg11"],
-                         capture_output=True, text=True, timeout=120, cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": "1"})
+                         capture_output=True, text=True, timeout=120, cwd=REPO,
+                         env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert out.returncode == 2
     assert "Traceback" not in out.stderr
     assert out.stderr.strip().splitlines()[-1].startswith(f"cnnzoo train: error: cannot resume {lenet_run}/last.pt")

@@ -122,7 +122,8 @@ def test_bad_assignments(assignment, text):
 def test_recipe_errors_name_the_file(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("optim:\n  momentun: 0.9\n")
-    with pytest.raises(ConfigError, match=r"bad\.yaml: unknown key 'optim\.momentun' \(did you mean 'optim\.momentum'\?\)"):
+    expected = r"bad\.yaml: unknown key 'optim\.momentun' \(did you mean 'optim\.momentum'\?\)"
+    with pytest.raises(ConfigError, match=expected):
         build_config(parse("--config", str(bad)))
     with pytest.raises(ConfigError, match="did you mean resnet20_cifar10"):
         build_config(parse("--config", "resnet20_cifar"))

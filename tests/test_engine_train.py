@@ -201,3 +201,41 @@ def test_unknown_model_option_names_the_config_key(tmp_path):
 
 def test_default_config_is_used_without_arguments():
     assert Config().model.name == "lenet5" and Config().data.dataset == "digits"
+
+
+def test_seed_makes_runs_repeatable(tmp_path):
+    def final_weights(seed, name):
+        cfg = config_from_dict({"schedule": {"epochs": 1}, "regularization": {"drop_rate": 0.2},
+                                "runtime": {"seed": seed, "out": str(tmp_path / name)}})
+        return train(cfg, progress=QUIET), torch.load(tmp_path / name / "last.pt", weights_only=True)["model"]
+
+    (r1, a), (r2, b), (_, c) = final_weights(3, "a"), final_weights(3, "b"), final_weights(4, "c")
+    assert all(torch.equal(a[k], b[k]) for k in a) and r1.test == r2.test
+    assert not all(torch.equal(a[k], c[k]) for k in a)
+
+
+def test_tensorboard_events_when_available(tmp_path, monkeypatch):
+    import sys
+    import types
+
+    scalars = []
+
+    class FakeWriter:  # stands in for torch.utils.tensorboard.SummaryWriter (tensorboard is optional)
+        def __init__(self, log_dir, purge_step=None):
+            self.log_dir = log_dir
+
+        def add_scalar(self, tag, value, step):
+            scalars.append((tag, step))
+
+        def flush(self):
+            pass
+
+        def close(self):
+            pass
+
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", types.SimpleNamespace(SummaryWriter=FakeWriter))
+    cfg = config_from_dict({"schedule": {"epochs": 2}, "runtime": {"out": str(tmp_path / "r"), "log_every": 10}})
+    train(cfg, progress=QUIET)
+    tags = {tag for tag, _ in scalars}
+    assert {"train/loss", "train/acc", "val/loss", "val/acc", "lr", "step/loss"} <= tags
+    assert ("val/acc", 42) in scalars  # per epoch, at the optimiser step reached

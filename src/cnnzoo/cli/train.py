@@ -42,7 +42,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "--set KEY=VALUE sets any key (see docs/training.md). Progress shows as bars on a "
                     "terminal and as log lines otherwise. Ctrl-C saves a checkpoint and prints how to resume.",
     )
-    p.add_argument("--config", metavar="RECIPE", help="YAML recipe: a path or a name from configs/ (e.g. resnet20_cifar10)")
+    p.add_argument("--config", metavar="RECIPE",
+                   help="YAML recipe: a path or a name from configs/ (e.g. resnet20_cifar10)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR (or from a checkpoint file)")
     p.add_argument("--set", dest="assignments", action="append", default=[], metavar="KEY=VALUE",
                    help="set any config key, e.g. --set schedule.milestones=[91,136] (repeatable)")
@@ -134,6 +135,9 @@ def run(args: argparse.Namespace) -> int:
     except NonFiniteLossError as err:
         print(f"cnnzoo train: stopped: {err}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:  # a second Ctrl-C outside the training loop (loading data, testing)
+        print("cnnzoo train: interrupted", file=sys.stderr)
+        return 130
     return result.exit_code
 
 

@@ -80,7 +80,8 @@ def get_task(name: str) -> Task:
     except ModuleNotFoundError as err:
         if err.name != TASKS[name]:
             raise
-        raise UnknownTaskError(f"task {name!r} is not available in this installation ({TASKS[name]} is missing)") from None
+        raise UnknownTaskError(f"task {name!r} is not available in this installation "
+                               f"({TASKS[name]} is missing)") from None
     task = getattr(module, "TASK", None)
     if task is None:
         raise UnknownTaskError(f"task {name!r} is not available yet ({TASKS[name]} defines no TASK)")

@@ -14,7 +14,6 @@ NaN/inf loss never reaches the weights or the checkpoints.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import functools
 import json
@@ -23,6 +22,7 @@ import os
 import random
 import re
 import shlex
+import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -150,8 +150,8 @@ def train(cfg: Config, *, resume: Resume | None = None, progress: Progress | Non
 
         # ---- training
         try:
-            if stop.requested:
-                return _stopped(say, stop, run_dir, state, saved=False)
+            if stop.requested:  # a signal while the data loaded: nothing new to save
+                return _stopped(say, stop, run_dir, state, "early")
             while state.epoch < cfg.schedule.epochs and state.step < total:
                 data.train.set_epoch(state.epoch)  # keeps a restored mid-epoch position
                 set_train_mode(raw_model, frozen)
@@ -223,7 +223,7 @@ def train(cfg: Config, *, resume: Resume | None = None, progress: Progress | Non
                     return _stopped(say, stop, run_dir, state)
         except KeyboardInterrupt:  # a second Ctrl-C: leave at once; atomic saves keep the files whole
             stop.requested = stop.requested or 2
-            return _stopped(say, stop, run_dir, state, saved=(run_dir / "last.pt").exists(), at_once=True)
+            return _stopped(say, stop, run_dir, state, "at_once")
         finally:
             log.close()
 
@@ -452,7 +452,8 @@ def _check_skip_budget(cfg: Config, state: TrainState, loss_value: float, run_di
     allowed = (f"after skipping {cfg.runtime.skip_nonfinite} bad step(s) " if cfg.runtime.skip_nonfinite else "")
     raise NonFiniteLossError(
         f"non-finite loss ({loss_value}) at epoch {state.epoch + 1}, step {state.step} {allowed}- the model was not "
-        f"updated with it and {kept}. Lower optim.lr, check the data, or skip up to N bad steps with --skip-nonfinite N")
+        f"updated with it and {kept}. Lower optim.lr, check the data, or skip up to N bad steps with "
+        "--skip-nonfinite N")
 
 
 def _injected_nan_steps() -> set[int]:
@@ -460,17 +461,17 @@ def _injected_nan_steps() -> set[int]:
     return {int(s) for s in raw.split(",") if s.strip()} if raw else set()
 
 
-def _stopped(say, stop: StopRequest, run_dir: Path, state: TrainState, *, saved: bool = True,
-             at_once: bool = False) -> RunResult:
-    import signal
-
+def _stopped(say, stop: StopRequest, run_dir: Path, state: TrainState, how: str = "saved") -> RunResult:
+    """how: "saved" (a checkpoint of this step was written), "at_once" (a second signal), "early"
+    (a signal before the first step)."""
     name = signal.Signals(stop.requested).name if stop.requested else "signal"
-    if saved:
-        what = (f"stopped at once by a second {name}; the last complete checkpoint is kept" if at_once
-                else f"stopped by {name}; checkpoint saved at step {state.step}")
+    what = {"saved": f"stopped by {name}; checkpoint saved at step {state.step}",
+            "at_once": f"stopped at once by a second {name}; the last complete checkpoint is kept",
+            "early": f"stopped by {name} before the first step"}[how]
+    if (run_dir / "last.pt").exists():
         say(f"{what}. Resume with:\n  cnnzoo train --resume {shlex.quote(str(run_dir))}")
     else:
-        say(f"stopped by {name} before the first step; nothing to resume")
+        say(f"{what}; nothing was saved")
     return RunResult(run_dir, state, interrupted=stop.requested)
 
 
