@@ -99,6 +99,7 @@ def overrides(args: argparse.Namespace) -> list[tuple[str, object]]:
 
 def build_config(args: argparse.Namespace):
     """(Config, Resume or None) from the recipe or the resumed run, then the flags."""
+    from ..engine.task import get_task
     from ..engine.trainer import load_resume, resume_config
 
     resume = None
@@ -119,8 +120,19 @@ def build_config(args: argparse.Namespace):
         raw = {}
     for key, value in overrides(args):
         set_key(raw, key, value)
+    apply_task_defaults(raw, get_task(raw.get("task", "classify")))
     cfg = validate(config_from_dict(raw))
     return cfg, resume
+
+
+def apply_task_defaults(raw: dict, task) -> None:
+    """Fill in the task's own defaults (model, optimiser, ...) for keys nobody set."""
+    for key, value in {"model.name": task.default_model, **task.defaults}.items():
+        node = raw
+        for part in key.split("."):
+            node = node.get(part) if isinstance(node, dict) else None
+        if node is None:
+            set_key(raw, key, value)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -52,6 +52,8 @@ class Task(Protocol):
     name: str  # the key in TASKS, stored in checkpoints
     monitor: tuple[str, str]  # (validation metric, "max" | "min"), e.g. ("acc", "max")
     classification: bool  # True when soft targets (mixup, cutmix, label smoothing) make sense
+    default_model: str  # the model trained when the config names none
+    defaults: dict[str, Any]  # dotted config keys this task sets unless the recipe or a flag does
     Options: type  # a dataclass of task-specific options (config section `task_options`)
 
     def build_data(self, cfg: Any, device: torch.device) -> TaskData:

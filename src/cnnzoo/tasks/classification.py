@@ -34,6 +34,8 @@ class ClassificationTask:
     name = "classify"
     monitor = ("acc", "max")
     classification = True
+    default_model = "lenet5"
+    defaults: dict = {}
     Options = ClassificationOptions
 
     def __init__(self) -> None:

@@ -155,7 +155,8 @@ def list_image_files(source: str | os.PathLike) -> dict[str, bytes | Path]:
     elif path.is_file() and _is_image(path.name):
         return {path.name: path}
     else:
-        raise DenoiseDataError(f"{path} is not a folder, a .tar(.gz) archive or an image file")
+        raise DenoiseDataError(f"{path} is not a folder, a .tar(.gz) archive or an image file; the denoise task "
+                               "needs clean images, e.g. --data ../shared/data/denoise-gray.tar.gz")
     return {name: files[name] for name in sorted(files) if _is_image(name)}
 
 

@@ -132,6 +132,9 @@ class DenoiseTask:
     name = "denoise"
     monitor = ("psnr", "max")
     classification = False
+    default_model = "dncnn"
+    # The official PyTorch DnCNN code's optimiser: SGD at the classifiers' lr 0.1 diverges here.
+    defaults = {"optim.name": "adamw", "optim.lr": 1e-3, "optim.weight_decay": 0.0, "data.batch_size": 128}
     Options = DenoiseOptions
 
     def __init__(self) -> None:
