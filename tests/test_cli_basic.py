@@ -58,3 +58,21 @@ def test_user_errors_are_one_line_exit_2(args, message):
 def test_bad_input_size_is_an_argparse_error():
     out = cnnzoo("summary", "lenet5", "--input-size", "abc")
     assert out.returncode == 2 and "expected C,H,W" in out.stderr
+
+
+def test_info_lists_family_specific_metadata():
+    out = cnnzoo("info", "mobilenet_v1_050", "--no-build")
+    assert out.returncode == 0, out.stderr
+    assert "width_mult:   0.5" in out.stdout and "resolution_mult: 1.0" in out.stdout
+
+
+def test_summary_model_args_change_the_network():
+    plain = cnnzoo("summary", "resnet20_cifar", "--depth", "1")
+    cbam = cnnzoo("summary", "resnet20_cifar", "--depth", "1", "--model-arg", "attn_layer=cbam")
+    assert plain.returncode == cbam.returncode == 0, cbam.stderr
+    assert "Total params:          269,722" in plain.stdout
+    assert "Total params:          269,722" not in cbam.stdout
+    rho = cnnzoo("summary", "mobilenet_v1", "--depth", "1", "--model-arg", "resolution_mult=0.571")
+    assert "input 3x128x128" in rho.stdout and "MACs:                  186,400,768" in rho.stdout
+    bad = cnnzoo("summary", "resnet20_cifar", "--model-arg", "colour=1")
+    assert bad.returncode == 2 and "does not take option(s) 'colour'" in bad.stderr

@@ -37,8 +37,15 @@ def run(args: argparse.Namespace) -> int:
         lines.append(f"parameters:   {sum(p.numel() for p in model.parameters()):,} (this build)")
     if info["notes"]:
         lines.append(f"notes:        {info['notes']}")
+    for key in sorted(set(info) - _SHOWN):
+        lines.append(f"{(key + ':').ljust(13)} {info[key]}")
     print("\n".join(lines))
     return 0
+
+
+# model_info keys printed above; any other (width_mult, min_input_size, ...) is listed after them.
+_SHOWN = {"name", "family", "paper", "input_style", "task", "input_size", "mean", "std", "num_classes",
+          "ref_params", "ref_source", "notes"}
 
 
 def _fmt(values) -> str:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+import yaml
+
 from ..analysis.summary import summary
 from ..errors import CnnzooError
 from ..registry import create_model
@@ -17,6 +19,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="input size (default: the model's default input size)")
     parser.add_argument("--depth", type=int, metavar="N", help="show modules at most N levels deep (default: every layer)")
     parser.add_argument("--num-classes", type=int, help="classifier size (default: the model's)")
+    parser.add_argument("--model-arg", action="append", default=[], type=parse_model_arg, metavar="KEY=VALUE",
+                        help="a model option, e.g. width_mult=0.5 or attn_layer=cbam (repeatable)")
     parser.set_defaults(func=run)
 
 
@@ -30,11 +34,18 @@ def parse_size(text: str) -> tuple[int, int, int]:
     return size
 
 
+def parse_model_arg(text: str) -> tuple[str, object]:
+    key, sep, value = text.partition("=")
+    if not sep or not key.isidentifier():
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE such as width_mult=0.5, got {text!r}")
+    return key, yaml.safe_load(value)  # numbers, booleans, lists and strings as YAML reads them
+
+
 def run(args: argparse.Namespace) -> int:
     if args.depth is not None and args.depth < 1:
         raise CnnzooError("--depth must be at least 1")
     in_chans = args.input_size[0] if args.input_size else None
-    model = create_model(args.name, num_classes=args.num_classes, in_chans=in_chans)
+    model = create_model(args.name, num_classes=args.num_classes, in_chans=in_chans, **dict(args.model_arg))
     input_size = args.input_size or tuple(model.default_cfg["input_size"])
     try:
         print(summary(model, input_size, depth=args.depth))

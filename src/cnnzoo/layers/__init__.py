@@ -3,10 +3,12 @@
 from .attention import BAM, CBAM, GatherExcite, SelectiveKernel, SqueezeExcite, create_attn
 from .conv import ConvNormAct, DepthwiseSeparableConv, make_divisible, same_padding
 from .drop import DropPath, drop_path_rates
-from .head import ClassifierHead
+from .head import ClassifierHead, FCHead
+from .init import init_weights
+from .inverted_residual import InvertedResidual
 
 __all__ = [
-    "BAM", "CBAM", "GatherExcite", "SelectiveKernel",
-    "ClassifierHead", "ConvNormAct", "DepthwiseSeparableConv", "DropPath", "SqueezeExcite",
-    "create_attn", "drop_path_rates", "make_divisible", "same_padding",
+    "BAM", "CBAM", "ClassifierHead", "ConvNormAct", "DepthwiseSeparableConv", "DropPath", "FCHead",
+    "GatherExcite", "InvertedResidual", "SelectiveKernel", "SqueezeExcite",
+    "create_attn", "drop_path_rates", "init_weights", "make_divisible", "same_padding",
 ]
