@@ -15,6 +15,7 @@ import contextlib
 import os
 import pickle
 import random
+import shutil
 import sys
 from pathlib import Path
 from typing import Any
@@ -59,8 +60,17 @@ def atomic_save(obj: Any, path: str | os.PathLike, *, keep_previous: bool = True
             tmp.unlink()
         if isinstance(err, Exception):
             kept = " The previous checkpoint is intact." if path.exists() else ""
-            raise CheckpointError(f"could not write checkpoint {path}: {err}.{kept}") from err
+            raise CheckpointError(f"could not write checkpoint {path}: {_describe_write_error(err, path)}.{kept}") from err
         raise
+
+
+def _describe_write_error(err: Exception, path: Path) -> str:
+    # torch.save's zip writer turns a full disk into "unexpected pos ..."; say what happened.
+    with contextlib.suppress(OSError):
+        free = shutil.disk_usage(path.parent).free
+        if free < 1 << 20:
+            return f"no space left on device ({free:,} bytes free in {path.parent}; {err})"
+    return str(err)
 
 
 def _link_replace(src: Path, dst: Path) -> None:
@@ -71,7 +81,6 @@ def _link_replace(src: Path, dst: Path) -> None:
     try:
         os.link(src, tmp)
     except OSError:  # file systems without hard links: a copy is still atomic via the rename
-        import shutil
         shutil.copyfile(src, tmp)
     os.replace(tmp, dst)
 
