@@ -317,3 +317,23 @@ def test_cli_denoises_a_file_with_the_official_weights(tmp_path, capsys):
     assert main(["denoise", str(WEIGHTS), str(tmp_path / "noisy.png"), str(tmp_path / "again.png")]) == 0
     assert (tmp_path / "again.png").is_file()
     assert main(["denoise", str(tmp_path / "clean.png"), "a.png", "b.png"]) == 2  # not a weights file
+
+
+def test_non_finite_validation_stops_like_a_non_finite_loss(tmp_path, capsys):
+    # A diverging optimiser: a finite (huge) training loss, weights still finite, but the
+    # validation outputs overflow to inf/NaN. It must stop in one line naming the cause, never
+    # select that epoch as best.pt, and never claim there is no validation split.
+    _write_images(tmp_path / "data" / "train", 5, (48, 48), seed=0)
+    _write_images(tmp_path / "data" / "set1", 2, (40, 44), seed=1)
+    run = tmp_path / "run"
+    code = main(["train", "--task", "denoise", "--data", str(tmp_path / "data"), "--epochs", "1",
+                 "--batch-size", "8", "--opt", "sgd", "--lr", "1e15", "--sched", "constant", "--device", "cpu",
+                 "--set", "model.kwargs.depth=3", "--val-fraction", "0.2", "--progress", "log",
+                 "--out", str(run)])
+    assert code == 1
+    err = capsys.readouterr().err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("cnnzoo train: stopped: non-finite validation metrics (psnr nan")
+    assert "after epoch 1" in last and "not selected as best" in last and "Lower optim.lr" in last
+    assert "no validation split" not in err and "Traceback" not in err
+    assert not (run / "best.pt").exists() and not (run / "last.pt").exists()

@@ -103,19 +103,19 @@ def evaluate_sets(model, args: argparse.Namespace) -> int:
     return 0
 
 
-def eval_checkpoint(args: argparse.Namespace) -> int:
-    """`cnnzoo eval CHECKPOINT` for a denoising checkpoint: PSNR/SSIM per test set, with the
-    checkpoint's evaluation noise level and the test sets it was trained next to."""
-    from ..engine.inference import read_checkpoint
+def eval_checkpoint(args: argparse.Namespace, ckpt: dict) -> int:
+    """`cnnzoo eval CHECKPOINT` for a denoising checkpoint (`ckpt`, already read from
+    args.checkpoint): PSNR/SSIM per test set, with the checkpoint's evaluation noise level and
+    the test sets it was trained next to."""
+    from ..engine.inference import describe_checkpoint, model_from_checkpoint
     from ..engine.trainer import resolve_device
-    from ..tasks.denoise_task import load_denoiser
 
     if args.split != "test":
-        raise CnnzooError("a denoising checkpoint is evaluated on its test sets; --split is for classification")
-    ckpt = read_checkpoint(args.checkpoint, trust=args.trust_checkpoint, expect_model=args.model)
+        raise CnnzooError("a denoising checkpoint is evaluated on its test sets; leave out --split "
+                          "(it is for classification)")
     meta = ckpt.get("meta", {})
-    model, description = load_denoiser(args.checkpoint, trust=args.trust_checkpoint, device=resolve_device(args.device))
-    print(f"model: {description}")
+    model = model_from_checkpoint(ckpt, resolve_device(args.device))
+    print(f"model: {describe_checkpoint(args.checkpoint, ckpt)}")
     data = args.data or meta.get("dataset")
     if not args.data and not Path(str(data)).exists():
         raise CnnzooError(f"the checkpoint's data {data} is not there any more; give its test sets with --data")

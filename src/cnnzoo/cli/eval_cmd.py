@@ -44,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
     task = ckpt.get("task", "classify")
     if task not in EVALUATORS:
         raise CnnzooError(f"{args.checkpoint}: no evaluation for task {task!r} (known: {', '.join(EVALUATORS)})")
-    return EVALUATORS[task](args)
+    return EVALUATORS[task](args, ckpt)
 
 
 def _scales(text: str) -> list[float]:
@@ -57,7 +57,7 @@ def _scales(text: str) -> list[float]:
     return values
 
 
-def eval_classify(args: argparse.Namespace) -> int:
+def eval_classify(args: argparse.Namespace, ckpt: dict) -> int:
     from ..engine.evaluate import evaluate_checkpoint
 
     suffix = "" if args.tta == "none" else f"-{args.tta}"
@@ -65,7 +65,7 @@ def eval_classify(args: argparse.Namespace) -> int:
     report = evaluate_checkpoint(args.checkpoint, data=args.data, split=args.split, tta=args.tta,
                                  crop_size=args.crop_size, scales=_scales(args.scales), batch_size=args.batch_size,
                                  device=args.device, trust=args.trust_checkpoint, image_size=args.image_size,
-                                 out_dir=out)
+                                 out_dir=out, ckpt=ckpt)
     print(f"checkpoint: {report.checkpoint} ({report.model})")
     print(f"data: {report.dataset}, {report.split} split, {report.images:,} images, TTA: {report.tta}")
     print(f"top-1 accuracy {100 * report.top1:.2f}%   top-5 accuracy {100 * report.top5:.2f}%   "
@@ -76,5 +76,5 @@ def eval_classify(args: argparse.Namespace) -> int:
     return 0
 
 
-# task name -> evaluation; other tasks add theirs here.
-EVALUATORS: dict[str, Callable[[argparse.Namespace], int]] = {"classify": eval_classify, "denoise": eval_denoise}
+# task name -> evaluation of (args, the checkpoint read from args.checkpoint); other tasks add theirs here.
+EVALUATORS: dict[str, Callable[[argparse.Namespace, dict], int]] = {"classify": eval_classify, "denoise": eval_denoise}

@@ -48,12 +48,13 @@ def evaluate_checkpoint(path: str | Path, *, data: str | None = None, split: str
                         crop_size: int | None = None, scales: Sequence[float] = (0.875, 1.0, 1.125),
                         batch_size: int = 256, device: str = "auto", trust: bool = False,
                         image_size: int | None = None, out_dir: str | Path | None = None,
-                        progress: Progress | None = None) -> EvalReport:
+                        progress: Progress | None = None, ckpt: dict | None = None) -> EvalReport:
+    """`ckpt`: the checkpoint already read from `path` (by `cnnzoo eval`), so it is not read twice."""
     from ..data import DeviceLoader
     from ..tasks.classification import load_bundle
     from .trainer import resolve_amp, resolve_device
 
-    ckpt = read_checkpoint(path, trust=trust)
+    ckpt = ckpt if ckpt is not None else read_checkpoint(path, trust=trust)
     if ckpt.get("task", "classify") != "classify":
         raise CnnzooError(f"{path} is a {ckpt.get('task')!r} checkpoint; this evaluation is for classifiers")
     cfg = checkpoint_config(ckpt)

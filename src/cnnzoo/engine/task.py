@@ -25,10 +25,10 @@ from torch import nn
 
 from ..errors import CnnzooError
 
-# name -> module defining TASK. The denoising module is written against the same protocol.
+# name -> module defining TASK.
 TASKS: dict[str, str] = {
     "classify": "cnnzoo.tasks.classification",
-    "denoise": "cnnzoo.tasks.denoise",
+    "denoise": "cnnzoo.tasks.denoise_task",
 }
 
 

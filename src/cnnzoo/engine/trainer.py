@@ -160,39 +160,14 @@ def train(cfg: Config, *, resume: Resume | None = None, progress: Progress | Non
                 desc = f"epoch {state.epoch + 1}/{cfg.schedule.epochs}"
                 with progress.loop(steps_per_epoch, desc, initial=state.batch) as bar:
                     for batch in data.train:
-                        # forward
-                        with autocast():
-                            loss, metrics = task.training_loss(model, batch)
-                        if state.step in nan_steps:
-                            nan_steps.discard(state.step)
-                            loss = loss * float("nan")
-                        state.batch += 1
-                        loss_value = loss.item()  # the one host sync of a step
-                        if not math.isfinite(loss_value):
-                            state.skipped += 1
-                            optimizer.zero_grad(set_to_none=True)
-                            _check_skip_budget(cfg, state, loss_value, run_dir)
-                            say(f"warning: non-finite loss ({loss_value}) at step {state.step}: batch skipped "
-                                f"({state.skipped}/{cfg.runtime.skip_nonfinite} allowed)")
+                        values = _train_step(context, state, model, batch, autocast, nan_steps, say)
+                        if values is None:  # skipped for a non-finite loss
                             continue
-                        # backward, update
-                        scaler.scale(loss).backward()
-                        if cfg.optim.grad_clip > 0:
-                            scaler.unscale_(optimizer)
-                            nn.utils.clip_grad_norm_(raw_model.parameters(), cfg.optim.grad_clip)
-                        scaler.step(optimizer)
-                        scaler.update()
-                        optimizer.zero_grad(set_to_none=True)
-                        schedule.step()
-                        state.step += 1
-                        # bookkeeping
-                        values = {k: float(v) for k, v in metrics.items()}
-                        values["loss"] = loss_value
                         running.update(values, len(batch[0]))
                         state.running = running.state_dict()
                         bar.update(len(batch[0]), running.means())
                         if state.step % cfg.runtime.log_every == 0:
-                            log.add_step({"loss": loss_value, "lr": schedule.lr}, state.step)
+                            log.add_step({"loss": values["loss"], "lr": schedule.lr}, state.step)
                         if cfg.runtime.save_every_steps and state.step % cfg.runtime.save_every_steps == 0:
                             save_checkpoint(context, state, "last.pt")
                         if stop.requested or state.step >= total:
@@ -204,6 +179,7 @@ def train(cfg: Config, *, resume: Resume | None = None, progress: Progress | Non
                 # end of epoch: validate, log, save
                 train_time = time.perf_counter() - started
                 val = _evaluate(task.evaluate, model, data.val, autocast, progress, "val") if data.val else {}
+                _check_validation(val, state, run_dir)
                 if monitor in val:
                     schedule.observe(val[monitor])
                 state.epoch, state.batch, state.running = state.epoch + 1, 0, {}
@@ -403,6 +379,47 @@ def _flatten(d: dict, prefix: str = "") -> dict:
 # ---------------------------------------------------------------------------- loop helpers
 
 
+def _train_step(context: dict, state: TrainState, model: nn.Module, batch: tuple, autocast, nan_steps: set[int],
+                say) -> dict[str, float] | None:
+    """Forward, non-finite check, backward, update, schedule step: the loss and the task's
+    metrics as floats, or None when the batch was skipped for a non-finite loss."""
+    cfg, optimizer, scaler = context["cfg"], context["optimizer"], context["scaler"]
+    with autocast():
+        loss, metrics = context["task"].training_loss(model, batch)
+    if state.step in nan_steps:
+        nan_steps.discard(state.step)
+        loss = loss * float("nan")
+    state.batch += 1
+    values = _to_host({**metrics, "loss": loss.detach()})  # the one host sync of a step
+    if not math.isfinite(values["loss"]):
+        state.skipped += 1
+        optimizer.zero_grad(set_to_none=True)
+        _check_skip_budget(cfg, state, values["loss"], context["run_dir"])
+        say(f"warning: non-finite loss ({values['loss']}) at step {state.step}: batch skipped "
+            f"({state.skipped}/{cfg.runtime.skip_nonfinite} allowed)")
+        return None
+    scaler.scale(loss).backward()
+    if cfg.optim.grad_clip > 0:
+        scaler.unscale_(optimizer)
+        nn.utils.clip_grad_norm_(context["raw_model"].parameters(), cfg.optim.grad_clip)
+    scaler.step(optimizer)
+    scaler.update()
+    optimizer.zero_grad(set_to_none=True)
+    context["schedule"].step()
+    state.step += 1
+    return values
+
+
+def _to_host(values: dict[str, Any]) -> dict[str, float]:
+    """Floats of a dict of numbers and 0-d tensors, with all the tensors fetched in one transfer
+    (a float() per metric would wait for the device once per metric)."""
+    tensors = {k: v for k, v in values.items() if isinstance(v, torch.Tensor)}
+    fetched = dict(zip(tensors, torch.stack([v.double().reshape(()) for v in tensors.values()]).tolist())) \
+        if tensors else {}
+    return {k: fetched[k] if k in fetched else float(v) for k, v in values.items()}
+
+
+
 def _evaluate(fn, model: nn.Module, loader, autocast, progress: Progress, desc: str) -> dict[str, float]:
     was_training = model.training
     model.eval()
@@ -426,8 +443,12 @@ def _final_test(say, task: Task, model: nn.Module, raw_model: nn.Module, data: T
                "selected_by": chosen.get("metric"), "selected_value": chosen.get("value"),
                "test": test}
     (run_dir / "test_metrics.json").write_text(json.dumps(results, indent=2) + "\n")
-    basis = (f"{which}, epoch {ckpt['epoch']}, chosen on {chosen['metric']} {_fmt(chosen['metric'], chosen['value'])}"
-             if chosen.get("value") is not None else f"{which}, epoch {ckpt['epoch']}: no validation split")
+    if chosen.get("value") is not None:
+        basis = f"{which}, epoch {ckpt['epoch']}, chosen on {chosen['metric']} {_fmt(chosen['metric'], chosen['value'])}"
+    elif data.val is None:
+        basis = f"{which}, epoch {ckpt['epoch']}: no validation split"
+    else:  # every validation lacked the monitored metric: nothing was selected
+        basis = f"{which}, epoch {ckpt['epoch']}: no epoch was selected on validation"
     say(f"test ({basis}): " + ", ".join(format_metric(k, v) for k, v in test.items()))
     return test
 
@@ -454,6 +475,22 @@ def _check_skip_budget(cfg: Config, state: TrainState, loss_value: float, run_di
         f"non-finite loss ({loss_value}) at epoch {state.epoch + 1}, step {state.step} {allowed}- the model was not "
         f"updated with it and {kept}. Lower optim.lr, check the data, or skip up to N bad steps with "
         "--skip-nonfinite N")
+
+
+def _check_validation(val: dict[str, float], state: TrainState, run_dir: Path) -> None:
+    """Stop on non-finite validation metrics as on a non-finite loss: the weights are finite but
+    the model's outputs overflow, so training has diverged; this epoch is never saved or selected."""
+    bad = {k: v for k, v in val.items() if not math.isfinite(v)}
+    if not bad:
+        return
+    last = run_dir / "last.pt"
+    kept = (f"last.pt and best.pt were left as they were ({last})" if last.exists()
+            else "no checkpoint was written")
+    metrics = ", ".join(f"{k} {v}" for k, v in bad.items())
+    raise NonFiniteLossError(
+        f"non-finite validation metrics ({metrics}) after epoch {state.epoch + 1}, step {state.step}: training "
+        f"diverged (the model's outputs overflow); this epoch was not selected as best and {kept}. "
+        "Lower optim.lr, or limit the updates with optim.grad_clip")
 
 
 def _injected_nan_steps() -> set[int]:

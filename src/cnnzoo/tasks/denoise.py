@@ -61,6 +61,12 @@ def image_seed(seed: int, name: str) -> int:
     return (int(seed) * 1_000_003 + zlib.crc32(name.encode())) % (2**63)
 
 
+def seeded_noisy(clean: torch.Tensor, sigma: float, *, seed: int, name: str) -> torch.Tensor:
+    """An evaluation image's noisy version: noise seeded by (seed, image name), so validation,
+    the final test and `cnnzoo denoise --eval` all see the same noisy input."""
+    return add_gaussian_noise(clean, sigma, generator=torch.Generator().manual_seed(image_seed(seed, name)))
+
+
 # ------------------------------------------------------------------------------ metrics
 
 
@@ -258,8 +264,11 @@ class PatchLoader:
         self.pixels = torch.cat(buffers).to(self.device)
         self.starts = torch.tensor(starts, dtype=torch.int64, device=self.device)
         self.widths = torch.tensor(widths, dtype=torch.int64, device=self.device)
-        p = torch.arange(patch_size, device=self.device)
-        self._dy, self._dx = p.view(1, -1, 1, 1), p.view(1, 1, -1, 1)
+        # Row/column offsets inside a patch for each of the eight dihedral modes: gathering with a
+        # mode's offsets gives the turned patch directly, for a whole batch of mixed modes at once.
+        rows = torch.arange(patch_size, device=self.device).view(-1, 1).expand(patch_size, patch_size)
+        self._dy = torch.stack([dihedral(rows, m) for m in range(8)])[..., None]  # 8, p, p, 1
+        self._dx = torch.stack([dihedral(rows.t(), m) for m in range(8)])[..., None]
         self._dc = torch.arange(self.channels, device=self.device).view(1, 1, 1, -1)
         self.epoch, self.position = 0, 0
 
@@ -281,23 +290,20 @@ class PatchLoader:
     def load_state_dict(self, state: dict) -> None:
         self.epoch, self.position, self.seed = int(state["epoch"]), int(state["position"]), int(state["seed"])
 
-    def gather(self, index: torch.Tensor) -> torch.Tensor:
-        """Clean (B, C, p, p) float patches for patch indices `index`."""
+    def gather(self, index: torch.Tensor, modes: torch.Tensor | None = None) -> torch.Tensor:
+        """Clean (B, C, p, p) float patches for patch indices `index`, each turned by its
+        dihedral mode in `modes` (default: none turned)."""
+        modes = torch.zeros_like(index) if modes is None else modes
         starts, widths = self.starts[index].view(-1, 1, 1, 1), self.widths[index].view(-1, 1, 1, 1)
-        flat = starts + (self._dy * widths + self._dx) * self.channels + self._dc
+        flat = starts + (self._dy[modes] * widths + self._dx[modes]) * self.channels + self._dc
         return self.pixels[flat].permute(0, 3, 1, 2).float().div_(255.0)
 
     def _batch(self, index: torch.Tensor, step: int) -> tuple[torch.Tensor, torch.Tensor]:
         from ..data.loader import derive_seed
 
         gen = torch.Generator(device=self.device).manual_seed(derive_seed(self.seed, self.epoch, step, 3))
-        clean = self.gather(index)
-        if self.augment:
-            modes = torch.randint(0, 8, (clean.shape[0],), generator=gen, device=self.device)
-            for mode in range(1, 8):
-                chosen = modes == mode
-                if chosen.any():
-                    clean[chosen] = dihedral(clean[chosen], mode)
+        modes = torch.randint(0, 8, index.shape, generator=gen, device=self.device) if self.augment else None
+        clean = self.gather(index, modes)
         if self.sigma_range is not None:
             lo, hi = self.sigma_range
             sigma = torch.rand(clean.shape[0], generator=gen, device=self.device) * (hi - lo) + lo
@@ -406,8 +412,7 @@ def evaluate_denoiser(model: nn.Module, images: Sequence[tuple[str, torch.Tensor
     report = DenoiseReport(set_name, float(sigma))
     try:
         for name, clean in images:
-            gen = torch.Generator().manual_seed(image_seed(seed, name))
-            noisy = add_gaussian_noise(clean, sigma, generator=gen)
+            noisy = seeded_noisy(clean, sigma, seed=seed, name=name)
             estimate = denoise(model, noisy, tile=tile)
             report.images.append(ImageResult(
                 name, float(psnr(noisy, clean)), float(psnr(estimate, clean)),
@@ -417,12 +422,3 @@ def evaluate_denoiser(model: nn.Module, images: Sequence[tuple[str, torch.Tensor
         model.train(was_training)
     return report
 
-
-def __getattr__(name: str):
-    # The engine looks up TASK here (cnnzoo.engine.task.TASKS); the Task itself lives in
-    # denoise_task.py, which imports this module, so it is loaded on first use.
-    if name == "TASK":
-        from .denoise_task import TASK
-
-        return TASK
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

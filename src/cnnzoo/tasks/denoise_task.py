@@ -1,5 +1,4 @@
-"""The denoising task for the training engine (`cnnzoo train --task denoise`, found as
-`cnnzoo.tasks.denoise.TASK`), after DnCNN (Zhang et al. 2017, arXiv 1608.03981).
+"""The denoising task for the training engine (`cnnzoo train --task denoise`), after DnCNN (Zhang et al. 2017, arXiv 1608.03981).
 
 Implements cnnzoo.engine.task.Task with the pieces in `tasks.denoise`:
 - data: `data.dataset` is a folder or .tar(.gz) of clean images. When it has sub-folders, the
@@ -90,8 +89,7 @@ class ImagePairLoader:
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, str]]:
         for set_name, name, clean in self.images:
-            gen = torch.Generator().manual_seed(dn.image_seed(self.seed, name))
-            noisy = dn.add_gaussian_noise(clean, self.sigma, generator=gen)
+            noisy = dn.seeded_noisy(clean, self.sigma, seed=self.seed, name=name)
             yield noisy[None].to(self.device), clean[None].to(self.device), set_name
 
 
@@ -219,13 +217,18 @@ class DenoiseTask:
         return result
 
     def _scores(self, model: nn.Module, loader: Iterable) -> dict[str, list[tuple[float, float, float | None]]]:
-        per_set: dict[str, list[tuple[float, float, float | None]]] = {}
+        """(mse, psnr, ssim) per image, grouped by test set; fetched from the device once at the end."""
+        names, rows = [], []
         for noisy, clean, set_name in loader:
             estimate = model(noisy).float()
-            mse = float((estimate - clean).pow(2).mean())
+            mse = (estimate - clean).pow(2).mean().double()
             estimate = estimate.clamp(0, 1)
-            score_ssim = float(dn.ssim(estimate, clean)[0]) if self.opts.ssim else None
-            per_set.setdefault(set_name, []).append((mse, float(dn.psnr(estimate, clean)[0]), score_ssim))
+            score_ssim = dn.ssim(estimate, clean)[0] if self.opts.ssim else mse.new_zeros(())
+            names.append(set_name)
+            rows.append(torch.stack([mse, dn.psnr(estimate, clean)[0], score_ssim]))
+        per_set: dict[str, list[tuple[float, float, float | None]]] = {}
+        for set_name, (mse, psnr, score_ssim) in zip(names, torch.stack(rows).tolist() if rows else []):
+            per_set.setdefault(set_name, []).append((mse, psnr, score_ssim if self.opts.ssim else None))
         return per_set
 
 
@@ -247,7 +250,6 @@ def _model_channels(name: str) -> int:
 
 
 TASK = DenoiseTask
-
 
 
 def load_denoiser(path: str | Path, *, trust: bool = False,
