@@ -32,6 +32,8 @@ import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
+from ._common import default_input_size, eval_mode, model_device
+
 Pair = tuple[int, int]
 
 
@@ -261,8 +263,7 @@ def receptive_fields(model: nn.Module, input_size: Sequence[int] | None = None, 
     Rows list the layers that change the field (convolutions, pools, paddings) in the order
     they run, or every leaf module with `all_layers`.
     """
-    if input_size is None:
-        input_size = tuple(getattr(model, "default_cfg", {}).get("input_size", (3, 224, 224)))
+    input_size = input_size or default_input_size(model)
     rows: list[RFRow] = []
     tracer = _Tracer()
 
@@ -277,17 +278,14 @@ def receptive_fields(model: nn.Module, input_size: Sequence[int] | None = None, 
     leaves = [(n, m) for n, m in model.named_modules() if n and not any(True for _ in m.children())]
     chosen = leaves if all_layers else [(n, m) for n, m in leaves if isinstance(m, _GEOM_TYPES)]
     handles = [m.register_forward_hook(hook(n)) for n, m in chosen]
-    was_training = model.training
-    x = torch.zeros(1, *input_size)
+    x = torch.zeros(1, *input_size, device=model_device(model))
     try:
-        model.eval()
-        with torch.no_grad(), tracer:
+        with eval_mode(model), tracer:
             tracer.set(x, RF())
             out = model(x)
         tensor = out if isinstance(out, torch.Tensor) else next(iter(_tensors(out)))
         output = tracer.get(tensor) or RF(is_global=True, chain=None)
     finally:
-        model.train(was_training)
         for h in handles:
             h.remove()
     features = tracer.last_pooled if output.is_global else output

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from ._common import default_input_size, eval_mode, model_device
 
 NOT_RUN = "not run in eval mode"
 
@@ -46,15 +47,15 @@ class ModelSummary:
 
 
 def summary(model: nn.Module, input_size: tuple[int, ...] | None = None, *, depth: int | None = None,
-            device: str | torch.device = "cpu") -> ModelSummary:
+            device: str | torch.device | None = None) -> ModelSummary:
     """Run one image of `input_size` (C,H,W; default: the model's default_cfg) through `model`.
 
     `depth` limits the table to modules at most that deep (1 = the model's children); the
-    totals always cover the whole model.
+    totals always cover the whole model. The image is made on `device` (default: the
+    model's own device).
     """
-    if input_size is None:
-        input_size = tuple(getattr(model, "default_cfg", {}).get("input_size", (3, 224, 224)))
-    x = torch.zeros((1, *input_size), device=device)
+    input_size = input_size or default_input_size(model)
+    x = torch.zeros((1, *input_size), device=device or model_device(model))
     shapes, order = _record_output_shapes(model, x)
     root = type(model).__name__
     counts = _flop_counts_by_module(model, x)
@@ -114,13 +115,10 @@ def _record_output_shapes(model: nn.Module, x: torch.Tensor) -> tuple[dict, list
         return record
 
     handles = [m.register_forward_hook(hook(n)) for n, m in model.named_modules() if n]
-    was_training = model.training
     try:
-        model.eval()
-        with torch.no_grad():
+        with eval_mode(model):
             model(x)
     finally:
-        model.train(was_training)
         for h in handles:
             h.remove()
     return shapes, order
@@ -135,13 +133,8 @@ def _shape_of(output) -> tuple | str:
 
 
 def _flop_counts_by_module(model: nn.Module, x: torch.Tensor) -> dict[str, dict]:
-    was_training = model.training
-    try:
-        model.eval()
-        with torch.no_grad(), FlopCounterMode(display=False) as counter:
-            model(x)
-    finally:
-        model.train(was_training)
+    with eval_mode(model), FlopCounterMode(display=False) as counter:
+        model(x)
     return counter.get_flop_counts()
 
 

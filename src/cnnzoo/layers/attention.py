@@ -19,16 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .conv import ConvNormAct, make_divisible
-
-LayerFactory = Callable[..., nn.Module]
-
-
-def _act(act_layer: LayerFactory) -> nn.Module:
-    try:  # in-place saves memory where the activation supports it
-        return act_layer(inplace=True)
-    except TypeError:
-        return act_layer()
+from .conv import ConvNormAct, LayerFactory, make_act, make_divisible
 
 
 def _rd_channels(channels: int, rd_ratio: float, rd_channels: int | None, rd_divisor: int) -> int:
@@ -37,11 +28,8 @@ def _rd_channels(channels: int, rd_ratio: float, rd_channels: int | None, rd_div
     return make_divisible(channels * rd_ratio, rd_divisor, round_limit=0.0)
 
 
-class SqueezeExcite(nn.Module):
-    """Squeeze-and-Excitation (Hu et al. 2018, "Squeeze-and-Excitation Networks", arXiv 1709.01507).
-
-    Global average pool, bottleneck FC-act-FC (as 1x1 convs, same parameters), gate, scale.
-    """
+class _ChannelGate(nn.Module):
+    """The bottleneck MLP (FC-act-FC as 1x1 convs) and gate that SE and CBAM's channel part share."""
 
     def __init__(
         self,
@@ -49,33 +37,13 @@ class SqueezeExcite(nn.Module):
         rd_ratio: float = 1 / 16,
         rd_channels: int | None = None,
         rd_divisor: int = 1,
-        act_layer: Callable[..., nn.Module] = nn.ReLU,
-        gate_layer: Callable[..., nn.Module] = nn.Sigmoid,
+        act_layer: LayerFactory = nn.ReLU,
+        gate_layer: LayerFactory = nn.Sigmoid,
     ):
-        super().__init__()
-        if rd_channels is None:
-            rd_channels = make_divisible(channels * rd_ratio, rd_divisor, round_limit=0.0)
-        self.fc1 = nn.Conv2d(channels, rd_channels, 1)
-        self.act = act_layer(inplace=True) if act_layer is nn.ReLU else act_layer()
-        self.fc2 = nn.Conv2d(rd_channels, channels, 1)
-        self.gate = gate_layer()
-        self.last_map: torch.Tensor | None = None
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        scale = self.gate(self.fc2(self.act(self.fc1(x.mean((2, 3), keepdim=True)))))
-        self.last_map = scale.detach()
-        return x * scale
-
-
-class ChannelAttn(nn.Module):
-    """CBAM's channel attention: a shared MLP over the average- and the max-pooled features."""
-
-    def __init__(self, channels: int, rd_ratio: float = 1 / 16, rd_channels: int | None = None,
-                 rd_divisor: int = 1, act_layer: LayerFactory = nn.ReLU, gate_layer: LayerFactory = nn.Sigmoid):
         super().__init__()
         rd = _rd_channels(channels, rd_ratio, rd_channels, rd_divisor)
         self.fc1 = nn.Conv2d(channels, rd, 1)
-        self.act = _act(act_layer)
+        self.act = make_act(act_layer)
         self.fc2 = nn.Conv2d(rd, channels, 1)
         self.gate = gate_layer()
         self.last_map: torch.Tensor | None = None
@@ -83,10 +51,27 @@ class ChannelAttn(nn.Module):
     def mlp(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc2(self.act(self.fc1(x)))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        scale = self.gate(self.mlp(x.mean((2, 3), keepdim=True)) + self.mlp(x.amax((2, 3), keepdim=True)))
+    def _scale(self, x: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+        scale = self.gate(logits)
         self.last_map = scale.detach()
         return x * scale
+
+
+class SqueezeExcite(_ChannelGate):
+    """Squeeze-and-Excitation (Hu et al. 2018, "Squeeze-and-Excitation Networks", arXiv 1709.01507).
+
+    Global average pool, bottleneck FC-act-FC (as 1x1 convs, same parameters), gate, scale.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._scale(x, self.mlp(x.mean((2, 3), keepdim=True)))
+
+
+class ChannelAttn(_ChannelGate):
+    """CBAM's channel attention: SE's MLP, shared by the average- and the max-pooled features."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._scale(x, self.mlp(x.mean((2, 3), keepdim=True)) + self.mlp(x.amax((2, 3), keepdim=True)))
 
 
 class SpatialAttn(nn.Module):
@@ -143,7 +128,7 @@ class BAM(nn.Module):
         super().__init__()
         rd = _rd_channels(channels, rd_ratio, rd_channels, rd_divisor)
         self.channel_gate = nn.Sequential(
-            nn.Conv2d(channels, rd, 1, bias=False), norm_layer(rd), _act(act_layer), nn.Conv2d(rd, channels, 1),
+            nn.Conv2d(channels, rd, 1, bias=False), norm_layer(rd), make_act(act_layer), nn.Conv2d(rd, channels, 1),
         )
         dilated = [ConvNormAct(rd, rd, 3, dilation=dilation, norm_layer=norm_layer, act_layer=act_layer)
                    for _ in range(num_dilated)]
@@ -200,7 +185,7 @@ class GatherExcite(nn.Module):
         self.mlp = nn.Identity()
         if use_mlp:
             rd = _rd_channels(channels, rd_ratio, rd_channels, rd_divisor)
-            self.mlp = nn.Sequential(nn.Conv2d(channels, rd, 1), _act(act_layer), nn.Conv2d(rd, channels, 1))
+            self.mlp = nn.Sequential(nn.Conv2d(channels, rd, 1), make_act(act_layer), nn.Conv2d(rd, channels, 1))
         self.gate = gate_layer()
         self.last_map: torch.Tensor | None = None
 

@@ -59,11 +59,14 @@ class ConvNormAct(nn.Sequential):
         if norm_layer is not None:
             self.bn = norm_layer(out_chs)
         if act_layer is not None:
-            self.act = _make_act(act_layer)
+            self.act = make_act(act_layer)
 
 
-def _make_act(act_layer: LayerFactory) -> nn.Module:
-    # In-place saves memory for the activations that support it.
+def make_act(act_layer: LayerFactory | None) -> nn.Module:
+    """An activation module, in place where the activation supports it (saves memory);
+    Identity for None."""
+    if act_layer is None:
+        return nn.Identity()
     try:
         return act_layer(inplace=True)
     except TypeError:

@@ -29,3 +29,8 @@ def drop_path_rates(drop_path_rate: float, num_blocks: int) -> list[float]:
     if num_blocks <= 1:
         return [drop_path_rate] * num_blocks
     return [drop_path_rate * i / (num_blocks - 1) for i in range(num_blocks)]
+
+
+def drop_path_or_identity(drop_prob: float) -> nn.Module:
+    """A `DropPath`, or an Identity when nothing is dropped (keeps the module tree lean)."""
+    return DropPath(drop_prob) if drop_prob > 0 else nn.Identity()

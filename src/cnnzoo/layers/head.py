@@ -25,17 +25,18 @@ class ClassifierHead(nn.Module):
             self.global_pool = nn.Identity()
         self.flatten = nn.Flatten(1)
         self.drop = nn.Dropout(drop_rate) if drop_rate > 0 else nn.Identity()
-        self.fc = _linear_or_identity(in_features, num_classes)
+        self.fc = linear_or_identity(in_features, num_classes)
 
     def reset(self, num_classes: int) -> None:
-        self.fc = _linear_or_identity(self.in_features, num_classes)
+        self.fc = linear_or_identity(self.in_features, num_classes)
 
     def forward(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         x = self.drop(self.flatten(self.global_pool(x)))
         return x if pre_logits else self.fc(x)
 
 
-def _linear_or_identity(in_features: int, num_classes: int) -> nn.Module:
+def linear_or_identity(in_features: int, num_classes: int) -> nn.Module:
+    """The classifier layer; with 0 classes an Identity, so the model returns its features."""
     return nn.Linear(in_features, num_classes) if num_classes > 0 else nn.Identity()
 
 
@@ -59,10 +60,10 @@ class FCHead(nn.Module):
             width = out
         self.pre_logits = nn.Sequential(layers)
         self.in_features = width
-        self.fc = nn.Linear(width, num_classes) if num_classes > 0 else nn.Identity()
+        self.fc = linear_or_identity(width, num_classes)
 
     def reset(self, num_classes: int) -> None:
-        self.fc = nn.Linear(self.in_features, num_classes) if num_classes > 0 else nn.Identity()
+        self.fc = linear_or_identity(self.in_features, num_classes)
 
     def forward(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         x = self.pre_logits(self.flatten(self.global_pool(x)))

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from .conv import ConvNormAct, LayerFactory
-from .drop import DropPath
+from .drop import drop_path_or_identity
 
 
 class InvertedResidual(nn.Module):
@@ -48,7 +48,7 @@ class InvertedResidual(nn.Module):
         )
         self.attn = attn_layer(mid_chs) if attn_layer is not None else nn.Identity()
         self.conv_pwl = ConvNormAct(mid_chs, out_chs, 1, norm_layer=norm_layer, act_layer=None)
-        self.drop_path = DropPath(drop_path_rate) if self.has_residual and drop_path_rate > 0 else nn.Identity()
+        self.drop_path = drop_path_or_identity(drop_path_rate if self.has_residual else 0.0)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.conv_pwl(self.attn(self.conv_dw(self.conv_pw(x))))

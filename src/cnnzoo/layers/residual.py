@@ -15,16 +15,14 @@ The shortcut (`downsample`) is built by `create_shortcut` for the paper's option
 
 from __future__ import annotations
 
-from typing import Callable
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from .attention import attn_placement, create_attn
-from .drop import DropPath
+from .conv import LayerFactory, make_act
+from .drop import drop_path_or_identity
 
-LayerFactory = Callable[..., nn.Module]
 SHORTCUT_OPTIONS = ("A", "B", "C")
 
 
@@ -102,19 +100,6 @@ def make_spatial_conv(in_chs: int, out_chs: int, *, stride: int = 1, groups: int
     return conv, norm, make_act(act_layer)
 
 
-def make_act(act_layer: LayerFactory | None) -> nn.Module:
-    if act_layer is None:
-        return nn.Identity()
-    try:  # in-place saves memory where the activation supports it
-        return act_layer(inplace=True)
-    except TypeError:
-        return act_layer()
-
-
-def _drop_path(rate: float) -> nn.Module:
-    return DropPath(rate) if rate > 0 else nn.Identity()
-
-
 class BasicBlock(nn.Module):
     """Two 3x3 convolutions (Fig. 2 left of the paper); used by ResNet-18/34 and the CIFAR nets."""
 
@@ -135,7 +120,7 @@ class BasicBlock(nn.Module):
         self.bn2 = norm_layer(out_chs)
         self.attn = make_block_attn(attn_layer, out_chs, attn_kwargs)
         self.downsample = downsample
-        self.drop_path = _drop_path(drop_path)
+        self.drop_path = drop_path_or_identity(drop_path)
         self.act2 = make_act(act_layer)
 
     def zero_init_last(self) -> None:
@@ -174,7 +159,7 @@ class Bottleneck(nn.Module):
         self.bn3 = norm_layer(out_chs)
         self.attn = make_block_attn(attn_layer, out_chs, attn_kwargs)
         self.downsample = downsample
-        self.drop_path = _drop_path(drop_path)
+        self.drop_path = drop_path_or_identity(drop_path)
         self.act3 = make_act(act_layer)
 
     def zero_init_last(self) -> None:
@@ -216,7 +201,7 @@ class PreActBasicBlock(nn.Module):
         self.conv2 = nn.Conv2d(planes, out_chs, 3, 1, dilation, dilation, bias=False)
         self.attn = make_block_attn(attn_layer, out_chs, attn_kwargs)
         self.downsample = downsample
-        self.drop_path = _drop_path(drop_path)
+        self.drop_path = drop_path_or_identity(drop_path)
 
     def zero_init_last(self) -> None:
         nn.init.zeros_(self.conv2.weight)
@@ -254,7 +239,7 @@ class PreActBottleneck(nn.Module):
         self.conv3 = nn.Conv2d(width, out_chs, 1, bias=False)
         self.attn = make_block_attn(attn_layer, out_chs, attn_kwargs)
         self.downsample = downsample
-        self.drop_path = _drop_path(drop_path)
+        self.drop_path = drop_path_or_identity(drop_path)
 
     def zero_init_last(self) -> None:
         nn.init.zeros_(self.conv3.weight)

@@ -8,16 +8,14 @@ per mini-batch.
 
 from __future__ import annotations
 
-from typing import Callable
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .drop import DropPath
+from .conv import LayerFactory
+from .drop import drop_path_or_identity
 from .residual import make_block_attn, make_spatial_conv
 
-LayerFactory = Callable[..., nn.Module]
 SHAKE_LEVELS = ("image", "batch")
 
 
@@ -104,7 +102,7 @@ class ShakeShakeBlock(nn.Module):
         )
         self.attn = make_block_attn(attn_layer, planes, attn_kwargs)
         self.downsample = downsample
-        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+        self.drop_path = drop_path_or_identity(drop_path)
         self.level, self.shake_forward, self.shake_backward = level, shake_forward, shake_backward
 
     def zero_init_last(self) -> None:

@@ -14,6 +14,10 @@ from torch import nn
 
 from ..layers.head import ClassifierHead
 
+# Registry `extra_cfg` of the heavy variants: the all-models test sweep runs them on 16x16
+# images instead of their full input size, which would make it too slow for CI.
+HEAVY_TEST_CFG = dict(test_input_size=(3, 16, 16))
+
 
 class AuxLogits(NamedTuple):
     """Training-mode output of models with auxiliary heads (GoogLeNet, Inception v3).
@@ -57,9 +61,13 @@ class ZooModel(nn.Module):
 
     def reset_classifier(self, num_classes: int) -> None:
         """Replace the final layer; 0 classes gives pooled features (an identity head)."""
-        self.num_classes = num_classes
         self.head.reset(num_classes)
-        if isinstance(self.default_cfg, dict) and self.default_cfg:
+        self._set_num_classes(num_classes)
+
+    def _set_num_classes(self, num_classes: int) -> None:
+        """Record a new class count on the model and in its `default_cfg` (set by `create_model`)."""
+        self.num_classes = num_classes
+        if self.default_cfg:
             self.default_cfg = {**self.default_cfg, "num_classes": num_classes}
 
 

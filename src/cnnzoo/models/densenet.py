@@ -15,19 +15,19 @@ without augmentation) defaults to 0.
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Callable, Sequence
+from typing import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..layers.residual import make_act
+from ..layers.conv import LayerFactory, make_act
+from ..layers.init import init_weights
 from ..registry import Paper, build_model, register_model
-from .base import ZooModel
+from .base import HEAVY_TEST_CFG, ZooModel
 
 PAPER = Paper("Densely Connected Convolutional Networks", 2017, "1608.06993",
               "Huang, Liu, van der Maaten, Weinberger")
-LayerFactory = Callable[..., nn.Module]
 
 
 class DenseLayer(nn.Module):
@@ -116,15 +116,7 @@ class DenseNet(ZooModel):
         self.features.add_module(f"relu{len(block_config) + 1}", make_act(act_layer))
         self.num_features = chs
         self._init_head(num_classes, drop_rate)
-        self._init_weights()
-
-    def _init_weights(self) -> None:
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight)
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+        init_weights(self, conv_mode="fan_in", linear_std=None)  # torchvision's DenseNet init
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.features(x)
@@ -186,7 +178,7 @@ def densenet_bc100_k12_cifar(**kwargs) -> DenseNet:
 
 
 @register_model(**_CIFAR, ref_params=25_624_430, ref_source="cnnzoo (the paper's Table 2: 25.6M)",
-                extra_cfg=dict(test_input_size=(3, 16, 16)))
+                extra_cfg=HEAVY_TEST_CFG)
 def densenet_bc190_k40_cifar(**kwargs) -> DenseNet:
     """DenseNet-BC, L=190, k=40."""
     return build_model(DenseNet, cifar_bc_args(190, 40), kwargs)

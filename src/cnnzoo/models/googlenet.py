@@ -27,6 +27,7 @@ from collections import OrderedDict
 import torch
 from torch import nn
 
+from ..layers.head import linear_or_identity
 from ..layers.inception import ConvFactory, bn_conv, googlenet_module, plain_conv
 from ..layers.init import init_weights
 from ..registry import Paper, build_model, register_model
@@ -75,10 +76,10 @@ class GoogLeNetAux(nn.Module):
         self.fc1 = nn.Linear(128 * 4 * 4, 1024)
         self.act = nn.ReLU(inplace=True)
         self.drop = nn.Dropout(drop_rate)
-        self.fc = nn.Linear(1024, num_classes)
+        self.fc = linear_or_identity(1024, num_classes)
 
     def reset(self, num_classes: int) -> None:
-        self.fc = nn.Linear(1024, num_classes) if num_classes > 0 else nn.Identity()
+        self.fc = linear_or_identity(1024, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = torch.flatten(self.conv(self.pool(x)), 1)
@@ -136,7 +137,6 @@ class GoogLeNet(AuxClassifierModel):
         if stem == "imagenet":
             layers["pool2"] = _max_pool()
         return layers
-
 
 
 _TV_NOTE = ("6,624,904 params without the aux heads (aux_logits=False, torchvision's count with "

@@ -32,13 +32,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..layers.head import linear_or_identity
 from ..layers.inception import (
     ConvFactory, bn_conv, conv_stem, inception_v3_a, inception_v3_c, inception_v3_e,
     reduction_a, reduction_b,
 )
 from ..layers.init import init_weights
 from ..registry import Paper, build_model, register_model
-from .base import AuxClassifierModel
+from .base import HEAVY_TEST_CFG, AuxClassifierModel
 
 PAPER = Paper("Rethinking the Inception Architecture for Computer Vision", 2016, "1512.00567",
               "Szegedy, Vanhoucke, Ioffe, Shlens, Wojna")
@@ -56,10 +57,10 @@ class InceptionV3Aux(nn.Module):
         super().__init__()
         self.conv0 = conv(in_chs, 128, 1)
         self.conv1 = conv(128, 768, 5, 1, 0)
-        self.fc = nn.Linear(768, num_classes)
+        self.fc = linear_or_identity(768, num_classes)
 
     def reset(self, num_classes: int) -> None:
-        self.fc = nn.Linear(768, num_classes) if num_classes > 0 else nn.Identity()
+        self.fc = linear_or_identity(768, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # The paper's 5x5/3 pool needs a 17x17 grid to leave the 5x5 that conv1 reduces to 1x1.
@@ -97,7 +98,6 @@ class InceptionV3(AuxClassifierModel):
         init_weights(self)
 
 
-
 @register_model(family="inception_v3", paper=PAPER, input_style="imagenet", input_size=(3, 299, 299),
                 ref_params=27_161_264, ref_source="torchvision",
                 notes="with the auxiliary head (torchvision's default); 23,834,568 params with "
@@ -111,7 +111,7 @@ def inception_v3(**kwargs) -> InceptionV3:
 @register_model(family="inception_v3", paper=PAPER, input_style="cifar", num_classes=10, ref_params=24_371_444,
                 ref_source="cnnzoo (torchvision modules, stride-1 stem)",
                 notes="with the auxiliary head at 10 classes; 21,806,058 params with aux_logits=False",
-                extra_cfg=dict(test_input_size=(3, 16, 16)))
+                extra_cfg=HEAVY_TEST_CFG)
 def inception_v3_cifar(**kwargs) -> InceptionV3:
     """Inception v3 for 32x32 inputs: every module and width, a stride-1 stem without pooling."""
     return build_model(InceptionV3, dict(stem="cifar", num_classes=10), kwargs)

@@ -41,7 +41,7 @@ from ..layers.inception import (
 )
 from ..layers.init import init_weights
 from ..registry import Paper, build_model, register_model
-from .base import ZooModel
+from .base import HEAVY_TEST_CFG, ZooModel
 
 PAPER = Paper("Inception-v4, Inception-ResNet and the Impact of Residual Connections on Learning", 2017,
               "1602.07261", "Szegedy, Ioffe, Vanhoucke, Alemi")
@@ -145,7 +145,6 @@ class InceptionResNet(ZooModel):
         return self.features(x)
 
 
-_CIFAR_TEST = dict(test_input_size=(3, 16, 16))
 _IMAGENET_TEST = dict(test_input_size=(3, 75, 75))
 _CIFAR_SRC = "cnnzoo (paper modules, stride-1 stem)"
 
@@ -158,7 +157,7 @@ def inception_v4(**kwargs) -> InceptionV4:
 
 
 @register_model(family="inception_v4", paper=PAPER, input_style="cifar", num_classes=10, ref_params=41_158_186,
-                ref_source=_CIFAR_SRC, extra_cfg=_CIFAR_TEST)
+                ref_source=_CIFAR_SRC, extra_cfg=HEAVY_TEST_CFG)
 def inception_v4_cifar(**kwargs) -> InceptionV4:
     """Inception v4 for 32x32 inputs: every block and width, a stride-1 stem."""
     return build_model(InceptionV4, dict(stem="cifar", num_classes=10), kwargs)
@@ -172,7 +171,7 @@ def inception_resnet_v1(**kwargs) -> InceptionResNet:
 
 
 @register_model(family="inception_resnet", paper=PAPER, input_style="cifar", num_classes=10, ref_params=20_981_258,
-                ref_source=_CIFAR_SRC, extra_cfg=_CIFAR_TEST)
+                ref_source=_CIFAR_SRC, extra_cfg=HEAVY_TEST_CFG)
 def inception_resnet_v1_cifar(**kwargs) -> InceptionResNet:
     """Inception-ResNet-v1 for 32x32 inputs: a stride-1 stem."""
     return build_model(InceptionResNet, dict(version=1, stem="cifar", num_classes=10), kwargs)
@@ -187,7 +186,7 @@ def inception_resnet_v2(**kwargs) -> InceptionResNet:
 
 
 @register_model(family="inception_resnet", paper=PAPER, input_style="cifar", num_classes=10, ref_params=54_321_834,
-                ref_source=_CIFAR_SRC, extra_cfg=_CIFAR_TEST)
+                ref_source=_CIFAR_SRC, extra_cfg=HEAVY_TEST_CFG)
 def inception_resnet_v2_cifar(**kwargs) -> InceptionResNet:
     """Inception-ResNet-v2 for 32x32 inputs: a stride-1 stem."""
     return build_model(InceptionResNet, dict(version=2, stem="cifar", num_classes=10), kwargs)

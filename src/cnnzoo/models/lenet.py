@@ -19,6 +19,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..layers.head import linear_or_identity
 from ..registry import Paper, build_model, register_model
 from .base import ZooModel
 
@@ -46,8 +47,8 @@ class MaskedConv2d(nn.Conv2d):
         self.register_buffer("mask", connections.float()[:, :, None, None], persistent=False)
         with torch.no_grad():
             self.weight.mul_(self.mask)
-        # Masked weights get zero gradient, so they stay zero under any optimiser.
-        self.weight.register_hook(lambda grad: grad * self.mask)
+        # No gradient hook is needed: the forward multiplies by the mask, so the masked
+        # weights get zero gradient and stay zero under any optimiser.
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self._conv_forward(x, self.weight * self.mask, self.bias)
@@ -77,7 +78,7 @@ class LeNet5(ZooModel):
         self.f6 = nn.Sequential(nn.Flatten(1), nn.Linear(120, 84), act())
         self.drop = nn.Dropout(drop_rate) if drop_rate > 0 else nn.Identity()
         self.num_classes = num_classes
-        self.fc = nn.Linear(84, num_classes) if num_classes > 0 else nn.Identity()
+        self.fc = linear_or_identity(self.num_features, num_classes)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.features(x)
@@ -90,8 +91,8 @@ class LeNet5(ZooModel):
         return self.fc
 
     def reset_classifier(self, num_classes: int) -> None:
-        self.num_classes = num_classes
-        self.fc = nn.Linear(84, num_classes) if num_classes > 0 else nn.Identity()
+        self.fc = linear_or_identity(self.num_features, num_classes)
+        self._set_num_classes(num_classes)
 
 
 _MNIST_STATS = dict(mean=(0.5,), std=(0.5,))

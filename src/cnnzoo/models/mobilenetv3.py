@@ -26,6 +26,7 @@ from torch import nn
 
 from ..layers import ConvNormAct, SqueezeExcite, make_divisible
 from ..layers.drop import drop_path_rates
+from ..layers.head import linear_or_identity
 from ..layers.inverted_residual import InvertedResidual
 from ..registry import Paper, build_model, register_model
 from .base import ZooModel
@@ -141,10 +142,8 @@ class MobileNetV3(ZooModel):
         return self.classifier
 
     def reset_classifier(self, num_classes: int) -> None:
-        self.num_classes = num_classes
-        self.classifier = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
-        if self.default_cfg:
-            self.default_cfg = {**self.default_cfg, "num_classes": num_classes}
+        self.classifier = linear_or_identity(self.num_features, num_classes)
+        self._set_num_classes(num_classes)
 
 
 def _scaled(chs: int, width_mult: float) -> int:

@@ -21,6 +21,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
+from ..layers.init import init_weights
 from ..registry import Paper, build_model, register_model
 from .base import ZooModel
 
@@ -97,14 +98,9 @@ class NIN(ZooModel):
         self.num_features = chs
         self.num_classes = num_classes
         self.head = ClassMapHead(chs, num_classes, class_map_act)
-        self._init_weights()
-
-    def _init_weights(self) -> None:
-        # He-normal for the ReLU convs (the net has no normalisation); small class maps.
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_in", nonlinearity="relu")
-                nn.init.zeros_(m.bias)
+        # He-normal for the ReLU convs (the net has no normalisation to rescue a poor scale),
+        # then small class maps so the first logits are near zero.
+        init_weights(self, conv_mode="fan_in")
         if isinstance(self.head.fc, nn.Conv2d):
             nn.init.normal_(self.head.fc.weight, 0.0, 0.01)
 

@@ -19,14 +19,15 @@ from __future__ import annotations
 
 from torch import nn
 
-from ..layers.residual import PreActBasicBlock, PreActBottleneck, create_shortcut, get_block, make_act
+from ..layers.conv import make_act
+from ..layers.residual import PreActBasicBlock, PreActBottleneck, create_shortcut, get_block
 from ..registry import Paper, build_model, register_model
-from .resnet import CIFAR_WIDTHS, IMAGENET_DEPTHS, ResNet
+from .base import HEAVY_TEST_CFG
+from .resnet import CIFAR_WIDTHS, ResNet, imagenet_args
 
 PAPER = Paper("Identity Mappings in Deep Residual Networks", 2016, "1603.05027", "He, Zhang, Ren, Sun")
 
 _PREACT_BLOCKS = {"basic": PreActBasicBlock, "bottleneck": PreActBottleneck}
-_HEAVY = dict(test_input_size=(3, 16, 16))
 _SRC = "cnnzoo (the paper's CIFAR layout, projection shortcuts)"
 _IN_SRC = "cnnzoo (torchvision ResNet layout with pre-activation units)"
 
@@ -59,11 +60,6 @@ def cifar_args(depth: int, bottleneck: bool = False) -> dict:
         raise ValueError(f"CIFAR PreResNet depth must be {per_block}n+2, got {depth}")
     return dict(block="bottleneck" if bottleneck else "basic", layers=(n,) * 3, widths=CIFAR_WIDTHS,
                 stem="cifar", stem_width=16, shortcut="B", num_classes=10)
-
-
-def imagenet_args(depth: int) -> dict:
-    block, layers = IMAGENET_DEPTHS[depth]
-    return dict(block=block, layers=layers)
 
 
 _CIFAR = dict(family="preresnet", paper=PAPER, input_style="cifar", num_classes=10, ref_source=_SRC)
@@ -106,13 +102,13 @@ def preresnet164_cifar(**kwargs) -> PreResNet:
     return build_model(PreResNet, cifar_args(164, bottleneck=True), kwargs)
 
 
-@register_model(**_CIFAR, ref_params=10_327_706, extra_cfg=_HEAVY)
+@register_model(**_CIFAR, ref_params=10_327_706, extra_cfg=HEAVY_TEST_CFG)
 def preresnet1001_cifar(**kwargs) -> PreResNet:
     """PreResNet-1001: 3 stages of 111 bottleneck units, 10.3M parameters (the paper says 10.2M)."""
     return build_model(PreResNet, cifar_args(1001, bottleneck=True), kwargs)
 
 
-@register_model(**_CIFAR, ref_params=19_423_834, extra_cfg=_HEAVY)
+@register_model(**_CIFAR, ref_params=19_423_834, extra_cfg=HEAVY_TEST_CFG)
 def preresnet1202_cifar(**kwargs) -> PreResNet:
     """PreResNet-1202: 3 stages of 200 basic units."""
     return build_model(PreResNet, cifar_args(1202), kwargs)

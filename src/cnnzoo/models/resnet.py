@@ -18,16 +18,18 @@ depth (`drop_path_rate`) are options the paper does not have.
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Callable, Sequence
+from typing import Sequence
 
 import torch
 from torch import nn
 
 from ..layers.attention import attn_placement, create_attn
+from ..layers.conv import LayerFactory, make_act
 from ..layers.drop import drop_path_rates
-from ..layers.residual import BasicBlock, create_shortcut, get_block, make_act
+from ..layers.init import init_weights
+from ..layers.residual import BasicBlock, create_shortcut, get_block
 from ..registry import Paper, build_model, register_model
-from .base import ZooModel
+from .base import HEAVY_TEST_CFG, ZooModel
 
 PAPER = Paper("Deep Residual Learning for Image Recognition", 2016, "1512.03385", "He, Zhang, Ren, Sun")
 RESNEXT_PAPER = Paper("Aggregated Residual Transformations for Deep Neural Networks", 2017, "1611.05431",
@@ -35,7 +37,6 @@ RESNEXT_PAPER = Paper("Aggregated Residual Transformations for Deep Neural Netwo
 
 STEMS = ("imagenet", "cifar")
 PLACEMENTS = ("block", "stage")
-LayerFactory = Callable[..., nn.Module]
 
 
 class ResNet(ZooModel):
@@ -127,12 +128,9 @@ class ResNet(ZooModel):
                           act_layer=self.act_layer, **kwargs)
 
     def _init_weights(self, zero_init_last: bool) -> None:
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, (nn.BatchNorm2d, nn.GroupNorm)):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+        # torchvision's ResNet init, but attention convs keep their default biases and the
+        # classifier its default weights.
+        init_weights(self, zero_conv_bias=False, linear_std=None)
         if zero_init_last:  # each block starts as an identity (Goyal et al. 2017)
             for m in self.modules():
                 if m is not self and callable(getattr(m, "zero_init_last", None)):
@@ -165,7 +163,6 @@ def _resolve_placement(attn_layer: str | None, override: str | None) -> str | No
 IMAGENET_DEPTHS = {18: ("basic", (2, 2, 2, 2)), 34: ("basic", (3, 4, 6, 3)), 50: ("bottleneck", (3, 4, 6, 3)),
                    101: ("bottleneck", (3, 4, 23, 3)), 152: ("bottleneck", (3, 8, 36, 3))}
 CIFAR_WIDTHS = (16, 32, 64)
-_HEAVY = dict(test_input_size=(3, 16, 16))
 _A_SRC = "cnnzoo (the paper's section 4.2 layout; matches akamaster/pytorch_resnet_cifar10)"
 _KL_SRC = "cnnzoo (matches kuangliu/pytorch-cifar)"
 _CIFAR = dict(family="resnet", paper=PAPER, input_style="cifar", num_classes=10)
@@ -221,7 +218,7 @@ def resnet110_cifar(**kwargs) -> ResNet:
     return build_model(ResNet, cifar_args(110), kwargs)
 
 
-@register_model(**_CIFAR, ref_params=19_421_274, ref_source=_A_SRC, extra_cfg=_HEAVY)
+@register_model(**_CIFAR, ref_params=19_421_274, ref_source=_A_SRC, extra_cfg=HEAVY_TEST_CFG)
 def resnet1202_cifar(**kwargs) -> ResNet:
     """ResNet-1202 for CIFAR (section 4.2): 3 stages of 200 basic blocks, option-A shortcuts."""
     return build_model(ResNet, cifar_args(1202), kwargs)
@@ -239,19 +236,19 @@ def resnet34_cifar(**kwargs) -> ResNet:
     return build_model(ResNet, wide_cifar_args(34), kwargs)
 
 
-@register_model(**_CIFAR, ref_params=23_520_842, ref_source=_KL_SRC, extra_cfg=_HEAVY)
+@register_model(**_CIFAR, ref_params=23_520_842, ref_source=_KL_SRC, extra_cfg=HEAVY_TEST_CFG)
 def resnet50_cifar(**kwargs) -> ResNet:
     """ResNet-50 at ImageNet widths on CIFAR: 3x3 stem of 64, no max-pool, option B."""
     return build_model(ResNet, wide_cifar_args(50), kwargs)
 
 
-@register_model(**_CIFAR, ref_params=42_512_970, ref_source=_KL_SRC, extra_cfg=_HEAVY)
+@register_model(**_CIFAR, ref_params=42_512_970, ref_source=_KL_SRC, extra_cfg=HEAVY_TEST_CFG)
 def resnet101_cifar(**kwargs) -> ResNet:
     """ResNet-101 at ImageNet widths on CIFAR: 3x3 stem of 64, no max-pool, option B."""
     return build_model(ResNet, wide_cifar_args(101), kwargs)
 
 
-@register_model(**_CIFAR, ref_params=58_156_618, ref_source=_KL_SRC, extra_cfg=_HEAVY)
+@register_model(**_CIFAR, ref_params=58_156_618, ref_source=_KL_SRC, extra_cfg=HEAVY_TEST_CFG)
 def resnet152_cifar(**kwargs) -> ResNet:
     """ResNet-152 at ImageNet widths on CIFAR: 3x3 stem of 64, no max-pool, option B."""
     return build_model(ResNet, wide_cifar_args(152), kwargs)
@@ -296,13 +293,13 @@ def resnext29_args(groups: int, base_width: int, **extra) -> dict:
 _RX_CIFAR = dict(family="resnext", paper=RESNEXT_PAPER, input_style="cifar", num_classes=10)
 
 
-@register_model(**_RX_CIFAR, ref_params=34_426_698, ref_source="the paper's CIFAR table (34.4M)", extra_cfg=_HEAVY)
+@register_model(**_RX_CIFAR, ref_params=34_426_698, ref_source="the paper's CIFAR table (34.4M)", extra_cfg=HEAVY_TEST_CFG)
 def resnext29_8x64d_cifar(**kwargs) -> ResNet:
     """ResNeXt-29, cardinality 8, bottleneck width 64d."""
     return build_model(ResNet, resnext29_args(8, 64), kwargs)
 
 
-@register_model(**_RX_CIFAR, ref_params=68_155_210, ref_source="the paper's CIFAR table (68.1M)", extra_cfg=_HEAVY)
+@register_model(**_RX_CIFAR, ref_params=68_155_210, ref_source="the paper's CIFAR table (68.1M)", extra_cfg=HEAVY_TEST_CFG)
 def resnext29_16x64d_cifar(**kwargs) -> ResNet:
     """ResNeXt-29, cardinality 16, bottleneck width 64d."""
     return build_model(ResNet, resnext29_args(16, 64), kwargs)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from ..registry import Paper, build_model, register_model
 from . import preresnet
+from .base import HEAVY_TEST_CFG
 from .resnet import ResNet, cifar_args, imagenet_args, resnext29_args, wide_cifar_args
 
 SE_PAPER = Paper("Squeeze-and-Excitation Networks", 2018, "1709.01507", "Hu, Shen, Albanie, Sun, Wu")
@@ -31,7 +32,6 @@ GE_PAPER = Paper("Gather-Excite: Exploiting Feature Context in Convolutional Neu
                  "Hu, Shen, Albanie, Sun, Vedaldi")
 SK_PAPER = Paper("Selective Kernel Networks", 2019, "1903.06586", "Li, Wang, Hu, Yang")
 
-_HEAVY = dict(test_input_size=(3, 16, 16))
 _OURS = "cnnzoo (paper layout)"
 _SE_IN = dict(attn_layer="se", attn_kwargs=dict(rd_divisor=8))
 _SE = dict(attn_layer="se")
@@ -41,9 +41,9 @@ _GE = dict(attn_layer="ge", attn_kwargs=dict(extra_params=True))
 _SK = dict(attn_layer="sk")
 
 
-def _cifar(family: str, paper: Paper, params: int, heavy: bool = False, **extra) -> dict:
+def _cifar(family: str, paper: Paper, params: int, heavy: bool = False) -> dict:
     return dict(family=family, paper=paper, input_style="cifar", num_classes=10, ref_params=params,
-                extra_cfg=_HEAVY if heavy else {}, **extra)
+                ref_source=_OURS, extra_cfg=HEAVY_TEST_CFG if heavy else {})
 
 
 def _imagenet(family: str, paper: Paper, params: int, source: str = _OURS) -> dict:
@@ -88,43 +88,43 @@ def seresnext50_32x4d(**kwargs) -> ResNet:
     return build_model(ResNet, imagenet_args(50, groups=32, base_width=4, **_SE_IN), kwargs)
 
 
-@register_model(**_cifar("senet", SE_PAPER, 272_095, ref_source=_OURS))
+@register_model(**_cifar("senet", SE_PAPER, 272_095))
 def seresnet20_cifar(**kwargs) -> ResNet:
     """SE-ResNet-20 for CIFAR (option-A shortcuts)."""
     return build_model(ResNet, cifar_args(20, **_SE), kwargs)
 
 
-@register_model(**_cifar("senet", SE_PAPER, 468_109, ref_source=_OURS))
+@register_model(**_cifar("senet", SE_PAPER, 468_109))
 def seresnet32_cifar(**kwargs) -> ResNet:
     """SE-ResNet-32 for CIFAR (option-A shortcuts)."""
     return build_model(ResNet, cifar_args(32, **_SE), kwargs)
 
 
-@register_model(**_cifar("senet", SE_PAPER, 664_123, ref_source=_OURS))
+@register_model(**_cifar("senet", SE_PAPER, 664_123))
 def seresnet44_cifar(**kwargs) -> ResNet:
     """SE-ResNet-44 for CIFAR (option-A shortcuts)."""
     return build_model(ResNet, cifar_args(44, **_SE), kwargs)
 
 
-@register_model(**_cifar("senet", SE_PAPER, 860_137, ref_source=_OURS))
+@register_model(**_cifar("senet", SE_PAPER, 860_137))
 def seresnet56_cifar(**kwargs) -> ResNet:
     """SE-ResNet-56 for CIFAR (option-A shortcuts)."""
     return build_model(ResNet, cifar_args(56, **_SE), kwargs)
 
 
-@register_model(**_cifar("senet", SE_PAPER, 1_742_200, ref_source=_OURS))
+@register_model(**_cifar("senet", SE_PAPER, 1_742_200))
 def seresnet110_cifar(**kwargs) -> ResNet:
     """SE-ResNet-110 for CIFAR (option-A shortcuts)."""
     return build_model(ResNet, cifar_args(110, **_SE), kwargs)
 
 
-@register_model(**_cifar("senet", SE_PAPER, 34_948_506, heavy=True, ref_source=_OURS))
+@register_model(**_cifar("senet", SE_PAPER, 34_948_506, heavy=True))
 def se_resnext29_8x64d_cifar(**kwargs) -> ResNet:
     """SE-ResNeXt-29 (8x64d) for CIFAR."""
     return build_model(ResNet, resnext29_args(8, 64, **_SE), kwargs)
 
 
-@register_model(**_cifar("senet", SE_PAPER, 68_677_018, heavy=True, ref_source=_OURS))
+@register_model(**_cifar("senet", SE_PAPER, 68_677_018, heavy=True))
 def se_resnext29_16x64d_cifar(**kwargs) -> ResNet:
     """SE-ResNeXt-29 (16x64d) for CIFAR."""
     return build_model(ResNet, resnext29_args(16, 64, **_SE), kwargs)
@@ -138,19 +138,19 @@ def bam_resnet50(**kwargs) -> ResNet:
     return build_model(ResNet, imagenet_args(50, **_BAM), kwargs)
 
 
-@register_model(**_cifar("bam", BAM_PAPER, 23_878_461, heavy=True, ref_source=_OURS))
+@register_model(**_cifar("bam", BAM_PAPER, 23_878_461, heavy=True))
 def bam_resnet50_cifar(**kwargs) -> ResNet:
     """BAM-ResNet-50 on CIFAR (3x3 stem of 64, no max-pool), BAM after stages 1-3."""
     return build_model(ResNet, wide_cifar_args(50, **_BAM), kwargs)
 
 
-@register_model(**_cifar("bam", BAM_PAPER, 1_730_929, ref_source=_OURS))
+@register_model(**_cifar("bam", BAM_PAPER, 1_730_929))
 def bam_preresnet110_cifar(**kwargs) -> ResNet:
     """BAM-PreResNet-110 on CIFAR, BAM after stages 1 and 2."""
     return build_model(preresnet.PreResNet, dict(preresnet.cifar_args(110), **_BAM), kwargs)
 
 
-@register_model(**_cifar("bam", BAM_PAPER, 34_512_380, heavy=True, ref_source=_OURS))
+@register_model(**_cifar("bam", BAM_PAPER, 34_512_380, heavy=True))
 def bam_resnext29_8x64d_cifar(**kwargs) -> ResNet:
     """BAM-ResNeXt-29 (8x64d) on CIFAR, BAM after stages 1 and 2."""
     return build_model(ResNet, resnext29_args(8, 64, **_BAM), kwargs)
@@ -170,13 +170,13 @@ def cbam_resnet50(**kwargs) -> ResNet:
     return build_model(ResNet, imagenet_args(50, **_CBAM), kwargs)
 
 
-@register_model(**_cifar("cbam", CBAM_PAPER, 34_949_406, heavy=True, ref_source=_OURS))
+@register_model(**_cifar("cbam", CBAM_PAPER, 34_949_406, heavy=True))
 def cbam_resnext29_8x64d_cifar(**kwargs) -> ResNet:
     """CBAM-ResNeXt-29 (8x64d) for CIFAR."""
     return build_model(ResNet, resnext29_args(8, 64, **_CBAM), kwargs)
 
 
-@register_model(**_cifar("cbam", CBAM_PAPER, 68_677_918, heavy=True, ref_source=_OURS))
+@register_model(**_cifar("cbam", CBAM_PAPER, 68_677_918, heavy=True))
 def cbam_resnext29_16x64d_cifar(**kwargs) -> ResNet:
     """CBAM-ResNeXt-29 (16x64d) for CIFAR."""
     return build_model(ResNet, resnext29_args(16, 64, **_CBAM), kwargs)
@@ -190,13 +190,13 @@ def ge_resnet50(**kwargs) -> ResNet:
     return build_model(ResNet, imagenet_args(50, **_GE), kwargs)
 
 
-@register_model(**_cifar("gather_excite", GE_PAPER, 34_700_874, heavy=True, ref_source=_OURS))
+@register_model(**_cifar("gather_excite", GE_PAPER, 34_700_874, heavy=True))
 def ge_resnext29_8x64d_cifar(**kwargs) -> ResNet:
     """GE-theta-ResNeXt-29 (8x64d) for CIFAR, global extent."""
     return build_model(ResNet, resnext29_args(8, 64, **_GE), kwargs)
 
 
-@register_model(**_cifar("gather_excite", GE_PAPER, 68_429_386, heavy=True, ref_source=_OURS))
+@register_model(**_cifar("gather_excite", GE_PAPER, 68_429_386, heavy=True))
 def ge_resnext29_16x64d_cifar(**kwargs) -> ResNet:
     """GE-theta-ResNeXt-29 (16x64d) for CIFAR, global extent."""
     return build_model(ResNet, resnext29_args(16, 64, **_GE), kwargs)
@@ -210,13 +210,13 @@ def sknet50(**kwargs) -> ResNet:
     return build_model(ResNet, imagenet_args(50, groups=32, base_width=4, **_SK), kwargs)
 
 
-@register_model(**_cifar("sknet", SK_PAPER, 37_546_122, heavy=True, ref_source=_OURS))
+@register_model(**_cifar("sknet", SK_PAPER, 37_546_122, heavy=True))
 def sk_resnext29_16x32d_cifar(**kwargs) -> ResNet:
     """SK-ResNeXt-29 (16x32d) for CIFAR."""
     return build_model(ResNet, resnext29_args(16, 32, **_SK), kwargs)
 
 
-@register_model(**_cifar("sknet", SK_PAPER, 117_746_122, heavy=True, ref_source=_OURS))
+@register_model(**_cifar("sknet", SK_PAPER, 117_746_122, heavy=True))
 def sk_resnext29_16x64d_cifar(**kwargs) -> ResNet:
     """SK-ResNeXt-29 (16x64d) for CIFAR."""
     return build_model(ResNet, resnext29_args(16, 64, **_SK), kwargs)

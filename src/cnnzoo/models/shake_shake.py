@@ -14,9 +14,10 @@ from __future__ import annotations
 
 from torch import nn
 
-from ..layers.residual import make_act
+from ..layers.conv import make_act
 from ..layers.shake import ShakeShakeBlock, ShakeShortcut
 from ..registry import Paper, build_model, register_model
+from .base import HEAVY_TEST_CFG
 from .resnet import ResNet
 
 PAPER = Paper("Shake-Shake regularization", 2017, "1705.07485", "Gastaldi")
@@ -66,7 +67,7 @@ def shake_resnet26_2x64d_cifar(**kwargs) -> ShakeResNet:
 
 
 @register_model(**_CIFAR, ref_params=26_192_922, ref_source="cnnzoo (the paper: 26.2M)",
-                extra_cfg=dict(test_input_size=(3, 16, 16)))
+                extra_cfg=HEAVY_TEST_CFG)
 def shake_resnet26_2x96d_cifar(**kwargs) -> ShakeResNet:
     """Shake-Shake 26 2x96d."""
     return build_model(ShakeResNet, shake_args(96), kwargs)

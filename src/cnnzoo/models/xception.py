@@ -27,7 +27,7 @@ from torch import nn
 from ..layers.conv import ConvNormAct, DepthwiseSeparableConv
 from ..layers.init import init_weights
 from ..registry import Paper, build_model, register_model
-from .base import ZooModel
+from .base import HEAVY_TEST_CFG, ZooModel
 
 PAPER = Paper("Xception: Deep Learning with Depthwise Separable Convolutions", 2017, "1610.02357", "Chollet")
 
@@ -108,7 +108,7 @@ def xception(**kwargs) -> Xception:
 
 @register_model(family="xception", paper=PAPER, input_style="cifar", num_classes=10, ref_params=20_827_442,
                 ref_source="cnnzoo (paper flows, stride-1 stem and first block)",
-                extra_cfg=dict(test_input_size=(3, 16, 16)))
+                extra_cfg=HEAVY_TEST_CFG)
 def xception_cifar(**kwargs) -> Xception:
     """Xception for 32x32 inputs: padded stride-1 stem and first block."""
     return build_model(Xception, dict(stem="cifar", num_classes=10), kwargs)

@@ -18,10 +18,11 @@ import torch
 
 from ..errors import CnnzooError
 from ..models.resnet import ResNet
-from ..registry import create_model
+from ..registry import IMAGENET_MEAN, IMAGENET_STD, create_model
 
-AKAMASTER_MEAN = (0.485, 0.456, 0.406)
-AKAMASTER_STD = (0.229, 0.224, 0.225)
+# The published nets were trained on CIFAR-10 normalised with the ImageNet statistics.
+AKAMASTER_MEAN = IMAGENET_MEAN
+AKAMASTER_STD = IMAGENET_STD
 _RENAMES = (("module.", ""), ("linear.", "head.fc."))
 
 
