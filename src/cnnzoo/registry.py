@@ -196,23 +196,12 @@ def list_families() -> list[str]:
 
 
 def model_info(name: str) -> dict[str, Any]:
-    """Metadata of a registered model: family, paper, input style, cfg, reference params."""
+    """Metadata of a registered model: family, paper, reference params, and its default_cfg."""
     entry = _entry(name)
-    return dict(
-        name=entry.name,
-        family=entry.family,
-        paper=asdict(entry.paper),
-        input_style=entry.input_style,
-        task=entry.task,
-        input_size=entry.input_size,
-        mean=entry.mean,
-        std=entry.std,
-        num_classes=entry.num_classes,
-        ref_params=entry.ref_params,
-        ref_source=entry.ref_source,
-        notes=entry.notes,
-        **entry.extra_cfg,
-    )
+    cfg = entry.default_cfg
+    del cfg["architecture"]
+    return dict(name=entry.name, family=entry.family, paper=asdict(entry.paper), ref_params=entry.ref_params,
+                ref_source=entry.ref_source, notes=entry.notes, **cfg)
 
 
 def _ensure_models_imported() -> None:
