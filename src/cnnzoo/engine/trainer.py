@@ -102,7 +102,7 @@ def train(cfg: Config, *, resume: Resume | None = None, progress: Progress | Non
         task = get_task(cfg.task)
         device = resolve_device(cfg.runtime.device)
         amp_dtype = resolve_amp(cfg.runtime.amp, device)
-        channels_last = cfg.runtime.channels_last if cfg.runtime.channels_last is not None else device.type == "cuda"
+        channels_last = cfg.runtime.channels_last if cfg.runtime.channels_last is not None else device.type in ("cuda", "cpu")
         run_cfg = dataclasses.replace(cfg, runtime=dataclasses.replace(cfg.runtime, device=str(device),
                                                                        channels_last=channels_last))
 
