@@ -124,4 +124,4 @@ def test_checkpoint_resumed_by_the_cli_continues(lenet_run, tmp_path, capsys):
     err = capsys.readouterr().err
     assert f"resuming from {run}/last.pt: epoch 2, batch 0, step 21" in err
     assert "epoch 2/2" in err and "epoch 1/2" not in err
-    assert torch.load(run / "last.pt", weights_only=True)["epoch"] == 2
+    assert torch.load(run / "last.pt", weights_only=True, map_location="cpu")["epoch"] == 2

@@ -104,7 +104,7 @@ def _write_images(folder: Path, digits, n: int = 6) -> list[tuple[Path, int]]:
 
 def test_predict_on_image_files(trained, digits, tmp_path):
     files = _write_images(tmp_path / "imgs", digits)
-    ckpt = torch.load(trained.run_dir / "best.pt", weights_only=True)
+    ckpt = torch.load(trained.run_dir / "best.pt", weights_only=True, map_location="cpu")
     model = model_from_checkpoint(ckpt)
     with torch.no_grad():
         x = normalize(digits.test.images[:6], ckpt["preprocessing"]["mean"], ckpt["preprocessing"]["std"])

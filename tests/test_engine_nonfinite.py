@@ -36,7 +36,7 @@ def test_nan_stops_the_run_and_leaves_checkpoints_untouched(tmp_path, monkeypatc
     assert "non-finite loss (nan) at epoch 2, step 30" in message
     assert "--skip-nonfinite N" in message and "left as they were" in message
     for name in ("last.pt", "best.pt"):
-        ckpt = torch.load(tmp_path / "run" / name, weights_only=True)
+        ckpt = torch.load(tmp_path / "run" / name, weights_only=True, map_location="cpu")
         assert ckpt["step"] == 21 and all_finite(ckpt["model"])  # epoch 1's, not touched since
 
 
@@ -45,7 +45,7 @@ def test_skip_nonfinite_skips_a_bounded_number_of_steps(tmp_path, monkeypatch):
     result = train(cfg(tmp_path / "run", epochs=1, skip=2), progress=QUIET)
     assert result.state.skipped == 2
     assert result.state.step == 21 - 2  # the two bad batches were not applied
-    ckpt = torch.load(tmp_path / "run" / "last.pt", weights_only=True)
+    ckpt = torch.load(tmp_path / "run" / "last.pt", weights_only=True, map_location="cpu")
     assert all_finite(ckpt["model"]) and result.test["acc"] > 0.3
 
 

@@ -86,7 +86,7 @@ def test_validation_selects_and_test_is_seen_once_at_the_end(run):
     assert report["checkpoint"] == "best.pt" and report["selected_by"] == "val_acc"
     assert report["epoch"] == int(best["epoch"]) == result.state.best["epoch"]
     # and the reported test accuracy is that of best.pt's weights, not of the final ones
-    ckpt = torch.load(result.run_dir / "best.pt", weights_only=True)
+    ckpt = torch.load(result.run_dir / "best.pt", weights_only=True, map_location="cpu")
     assert ckpt["epoch"] == report["epoch"]
     model = create_model("lenet5", num_classes=10, in_chans=1)
     model.load_state_dict(ckpt["model"])
@@ -109,7 +109,7 @@ def test_run_directory_contents(run):
     assert [int(r["epoch"]) for r in rows] == [1, 2, 3, 4, 5]
     assert {"train_loss", "train_acc", "val_loss", "val_acc", "lr", "time"} <= set(rows[0])
     assert float(rows[-1]["train_loss"]) < float(rows[0]["train_loss"])
-    ckpt = torch.load(d / "last.pt", weights_only=True)  # plain data only
+    ckpt = torch.load(d / "last.pt", weights_only=True, map_location="cpu")  # plain data only
     for key in ("model", "optimizer", "scheduler", "scaler", "loader", "rng", "config", "epoch", "step",
                 "model_name", "num_classes", "in_chans", "fingerprint", "classes", "preprocessing", "task"):
         assert key in ckpt, key
@@ -123,7 +123,7 @@ def test_init_from_keeps_mismatched_classifier_fresh(run):
     model = create_model("lenet5", num_classes=4, in_chans=1)
     fresh_fc = model.fc.weight.clone()
     report = load_initial_weights(model, result.run_dir / "best.pt")
-    trained = torch.load(result.run_dir / "best.pt", weights_only=True)["model"]
+    trained = torch.load(result.run_dir / "best.pt", weights_only=True, map_location="cpu")["model"]
     assert torch.equal(model.features[0].weight, trained["features.0.weight"])
     assert torch.equal(model.fc.weight, fresh_fc)
     assert "kept fresh: fc.weight, fc.bias" in report
@@ -137,7 +137,7 @@ def test_frozen_backbone_trains_only_the_classifier(tmp_path):
     # the run seeds before building its model: the same seed rebuilds its starting weights
     trainer_module.seed_everything(0)
     start = create_model("resnet20_cifar", num_classes=10, in_chans=1).state_dict()
-    end = torch.load(result.run_dir / "last.pt", weights_only=True)["model"]
+    end = torch.load(result.run_dir / "last.pt", weights_only=True, map_location="cpu")["model"]
     changed = {k for k in start if not torch.equal(start[k], end[k])}
     assert changed == {"head.fc.weight", "head.fc.bias"}  # BN running statistics included
 
@@ -207,7 +207,7 @@ def test_seed_makes_runs_repeatable(tmp_path):
     def final_weights(seed, name):
         cfg = config_from_dict({"schedule": {"epochs": 1}, "regularization": {"drop_rate": 0.2},
                                 "runtime": {"seed": seed, "out": str(tmp_path / name)}})
-        return train(cfg, progress=QUIET), torch.load(tmp_path / name / "last.pt", weights_only=True)["model"]
+        return train(cfg, progress=QUIET), torch.load(tmp_path / name / "last.pt", weights_only=True, map_location="cpu")["model"]
 
     (r1, a), (r2, b), (_, c) = final_weights(3, "a"), final_weights(3, "b"), final_weights(4, "c")
     assert all(torch.equal(a[k], b[k]) for k in a) and r1.test == r2.test

@@ -63,7 +63,7 @@ def runs(tmp_path_factory):
     quiet = Progress("off", log=lambda line: None)
     straight = train(config(base / "straight"), progress=quiet)
     stopped = train(config(base / "stopped", save_every_steps=7), progress=SignalAt(STOP_AT))
-    interrupted_ckpt = torch.load(base / "stopped" / "last.pt", weights_only=True)
+    interrupted_ckpt = torch.load(base / "stopped" / "last.pt", weights_only=True, map_location="cpu")
     resumed = train(config(base / "stopped", save_every_steps=7), resume=load_resume(base / "stopped"),
                     progress=quiet)
     return straight, stopped, interrupted_ckpt, resumed
@@ -80,8 +80,8 @@ def test_stop_happens_mid_epoch_with_a_checkpoint(runs):
 
 def test_resumed_weights_are_bit_identical(runs):
     straight, _, _, resumed = runs
-    a = torch.load(straight.run_dir / "last.pt", weights_only=True)
-    b = torch.load(resumed.run_dir / "last.pt", weights_only=True)
+    a = torch.load(straight.run_dir / "last.pt", weights_only=True, map_location="cpu")
+    b = torch.load(resumed.run_dir / "last.pt", weights_only=True, map_location="cpu")
     assert a["model"].keys() == b["model"].keys()
     for name in a["model"]:
         assert torch.equal(a["model"][name], b["model"][name]), name

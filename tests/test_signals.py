@@ -53,7 +53,7 @@ def test_signal_saves_prints_resume_command_and_exits(tmp_path, sig, code):
     assert f"stopped by {signal.Signals(sig).name}" in text
     assert f"cnnzoo train --resume {out}" in text
     assert "Traceback" not in text
-    ckpt = torch.load(out / "last.pt", weights_only=True)
+    ckpt = torch.load(out / "last.pt", weights_only=True, map_location="cpu")
     assert ckpt["step"] >= 5 and ckpt["model_name"] == "lenet5"
     if sig == signal.SIGTERM:  # the printed command continues the run (here to a shortened end)
         done = subprocess.run([sys.executable, "-m", "cnnzoo", "train", "--resume", str(out), "--epochs",
@@ -76,5 +76,5 @@ def test_second_ctrl_c_exits_at_once_leaving_loadable_checkpoints(tmp_path):
     assert "Traceback" not in text
     for name in ("last.pt", "last.prev.pt"):
         if (out / name).exists():
-            torch.load(out / name, weights_only=True)
+            torch.load(out / name, weights_only=True, map_location="cpu")
     assert not list(out.glob(".*.tmp-*"))  # no half-written temporary left behind
