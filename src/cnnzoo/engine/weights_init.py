@@ -16,16 +16,14 @@ from torch import nn
 from ..errors import CnnzooError
 from .checkpoint import load_checkpoint, load_weights
 
-_SOURCE_MODEL: dict[str, str] = {}  # path -> the architecture named in a cnnzoo checkpoint
-
-
-def read_state_dict(path: str | Path, *, trust: bool = False) -> dict[str, torch.Tensor]:
+def read_state_dict(path: str | Path, *, trust: bool = False) -> tuple[dict[str, torch.Tensor], str | None]:
+    """(state dict, the architecture a cnnzoo checkpoint names or None) from any weights file."""
     path = Path(path)
     if path.suffix == ".safetensors":
-        return load_weights(path)[0]
+        state, metadata = load_weights(path)
+        return state, metadata.get("architecture")
     obj = load_checkpoint(path, trust=trust, required_keys=())
-    if isinstance(obj, dict) and isinstance(obj.get("model_name"), str):
-        _SOURCE_MODEL[str(path)] = obj["model_name"]
+    source_model = obj.get("model_name") if isinstance(obj, dict) else None
     if isinstance(obj, dict):
         for key in ("model", "state_dict", "model_state_dict"):
             if isinstance(obj.get(key), dict):
@@ -36,17 +34,17 @@ def read_state_dict(path: str | Path, *, trust: bool = False) -> dict[str, torch
     if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise CnnzooError(f"model.init_from: {path} holds no state dict of tensors")
     # nn.DataParallel / torch.compile prefixes
-    return {k.removeprefix("module.").removeprefix("_orig_mod."): v for k, v in obj.items()}
+    state = {k.removeprefix("module.").removeprefix("_orig_mod."): v for k, v in obj.items()}
+    return state, source_model if isinstance(source_model, str) else None
 
 
 def load_initial_weights(model: nn.Module, path: str | Path, *, trust: bool = False) -> str:
     """Copy every tensor of `path` whose name and shape match; returns a one-line report."""
-    source = read_state_dict(path, trust=trust)
+    source, source_model = read_state_dict(path, trust=trust)
     target = model.state_dict()
     matched = {k: v for k, v in source.items() if k in target and target[k].shape == v.shape}
     if not matched:
-        source = _SOURCE_MODEL.get(str(path))
-        what = f"it is a checkpoint of {source!r}" if source else "another architecture?"
+        what = f"it is a checkpoint of {source_model!r}" if source_model else "another architecture?"
         raise CnnzooError(f"model.init_from: no tensor of {path} fits this model ({what})")
     model.load_state_dict(matched, strict=False)
     fresh = [k for k in target if k not in matched]
