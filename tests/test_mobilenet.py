@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import n_params
 from torch import nn
 
 from cnnzoo import create_model, list_models, model_info, summary
@@ -13,10 +14,6 @@ from cnnzoo.layers.attention import SqueezeExcite
 from cnnzoo.layers.inverted_residual import InvertedResidual
 from cnnzoo.models.mobilenetv1 import IMAGENET_BLOCKS
 from cnnzoo.models.mobilenetv3 import LARGE, SMALL
-
-
-def n_params(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
 
 
 @pytest.mark.parametrize("name, reference", [

@@ -9,19 +9,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import meta_model, n_params
 from torch import nn
 
 from cnnzoo import create_model, model_info
-
-
-def meta_model(name: str, **kwargs) -> nn.Module:
-    with torch.device("meta"):
-        return create_model(name, **kwargs).eval()
-
-
-def n_params(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
-
 
 # The reference table (torchvision), at 1000 classes.
 TORCHVISION_COUNTS = {
@@ -105,7 +96,7 @@ def test_alexnet_paper_initialisation():
     ("alexnet_cifar", 32, (256, 3, 3)),
 ])
 def test_shapes_at_paper_input_size(name, size, feature_shape):
-    model = meta_model(name)
+    model = meta_model(name).eval()
     x = torch.empty(2, 3, size, size, device="meta")
     assert tuple(model.forward_features(x).shape) == (2, *feature_shape)
     assert tuple(model(x).shape) == (2, model_info(name)["num_classes"])
@@ -141,7 +132,7 @@ def test_cifar_variants_run_at_32x32(name):
 
 def test_vgg_any_input_size_keeps_the_fc_head():
     # The adaptive 7x7 pool makes the 25088-input fc1 work at 32x32 and at 224x224 alike.
-    model = meta_model("vgg16")
+    model = meta_model("vgg16").eval()
     assert model.head.pre_logits.fc1.in_features == 512 * 7 * 7
     for size in (32, 100, 224):
         assert tuple(model(torch.empty(1, 3, size, size, device="meta")).shape) == (1, 1000)

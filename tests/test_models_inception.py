@@ -7,38 +7,28 @@ only, no arithmetic); real forwards use small inputs and models built once per m
 
 from __future__ import annotations
 
-from functools import lru_cache
-
 import pytest
 import torch
+from conftest import meta_model, n_params
 from torch import nn
 
 from cnnzoo import create_model, model_info
 from cnnzoo.layers.conv import DepthwiseSeparableConv
 from cnnzoo.layers.inception import (
-    InceptionResidual, Pool, Split, bn_conv, inception, inception_resnet_a, reduction_a,
+    InceptionResidual,
+    Pool,
+    Split,
+    bn_conv,
+    inception,
+    inception_resnet_a,
+    reduction_a,
 )
 from cnnzoo.models.base import AuxLogits
 from cnnzoo.models.inception_v3 import InceptionV3Aux
 
 
-def meta_model(name: str, **kwargs) -> nn.Module:
-    """A model on the meta device, built once per name and options (callers set train/eval)."""
-    return _meta_model(name, tuple(sorted(kwargs.items())))
-
-
-@lru_cache(maxsize=None)
-def _meta_model(name: str, kwargs: tuple) -> nn.Module:
-    with torch.device("meta"):
-        return create_model(name, **dict(kwargs))
-
-
 def meta_input(size: int, batch: int = 2, chans: int = 3) -> torch.Tensor:
     return torch.empty(batch, chans, size, size, device="meta")
-
-
-def n_params(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
 
 
 # The issue's reference table, at 1000 classes.
