@@ -36,3 +36,30 @@ def _meta_model(name: str, kwargs: tuple) -> nn.Module:
 
     with torch.device("meta"):
         return create_model(name, **dict(kwargs))
+
+
+def reference_libs():
+    """(torchvision, timm) for converter tests, or skip saying how to get them.
+
+    The torchvision 0.28 wheel here is a CUDA build whose compiled ops fail to register on a
+    CPU-only torch; defining the two op schemas it expects first lets the import succeed
+    (only applied when the plain import fails). Neither library is a dependency of cnnzoo.
+    """
+    try:
+        import torchvision
+    except ImportError:
+        pytest.skip("torchvision is not installed (pip install torch==2.13.0 -e '.[reference]')")
+    except RuntimeError:
+        lib = torch.library.Library("torchvision", "DEF")
+        lib.define("nms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
+        lib.define("qnms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
+        _SCHEMA_LIBS.append(lib)
+        import torchvision
+    try:
+        import timm
+    except ImportError:
+        pytest.skip("timm is not installed (pip install torch==2.13.0 -e '.[reference]')")
+    return torchvision, timm
+
+
+_SCHEMA_LIBS: list = []  # keeps the op-schema library alive for the session
