@@ -12,7 +12,7 @@ import yaml
 
 from cnnzoo.cli.train import build_config, register
 from cnnzoo.engine.config import (Config, ConfigError, config_from_dict, config_to_dict, parse_assignment,
-                                  recipes_dir, set_key, validate)
+                                  set_key, shipped_recipes, validate)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -52,7 +52,7 @@ def test_flags_override_recipe_and_set_reaches_any_key():
     assert cfg.optim.weight_decay == 1e-4  # recipe value kept
 
 
-@pytest.mark.parametrize("recipe", sorted(p.stem for p in recipes_dir().glob("*.yaml")))
+@pytest.mark.parametrize("recipe", sorted(shipped_recipes()))
 def test_every_shipped_recipe_is_valid(recipe):
     cfg, _ = build_config(parse("--config", recipe))
     assert cfg.model.name

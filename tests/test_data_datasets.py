@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import logging
 import os
 import pickle
 import tarfile
@@ -303,20 +304,22 @@ def test_channel_stats_of_bundle_match_direct_computation(tmp_path):
     assert b.std[0] == pytest.approx(x.std(unbiased=False).item(), abs=1e-4)
 
 
-def test_cache_write_failure_only_warns(tmp_path):
+def test_cache_write_failure_only_warns(tmp_path, caplog):
     make_idx_folder(tmp_path / "m", gz=True)
     blocker = tmp_path / "file-not-dir"
     blocker.write_text("x")
-    with pytest.warns(UserWarning, match="could not write the dataset cache"):
+    with caplog.at_level(logging.WARNING, logger="cnnzoo"):
         b = load_dataset(str(tmp_path / "m"), cache_dir=blocker)
+    assert "could not write the dataset cache" in caplog.text
     assert len(b.test) == 20
 
 
-def test_unreadable_cache_is_rebuilt(tmp_path):
+def test_unreadable_cache_is_rebuilt(tmp_path, caplog):
     make_idx_folder(tmp_path / "m", gz=True)
     load_dataset(str(tmp_path / "m"), cache_dir=tmp_path / "c")
     (cache_file,) = (tmp_path / "c").glob("*.pt")
     cache_file.write_bytes(b"garbage")
-    with pytest.warns(UserWarning, match="ignoring unreadable dataset cache"):
+    with caplog.at_level(logging.WARNING, logger="cnnzoo"):
         b = load_dataset(str(tmp_path / "m"), cache_dir=tmp_path / "c")
+    assert "ignoring unreadable dataset cache" in caplog.text
     assert not b.from_cache and load_dataset(str(tmp_path / "m"), cache_dir=tmp_path / "c").from_cache

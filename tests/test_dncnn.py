@@ -19,6 +19,7 @@ from torch import nn
 from cnnzoo import create_model, model_info
 from cnnzoo.analysis.receptive_field import receptive_fields
 from cnnzoo.cli.main import main
+from cnnzoo.engine.config import Config
 from cnnzoo.errors import CnnzooError
 from cnnzoo.models.dncnn import DnCNN
 from cnnzoo.tasks import denoise as dn
@@ -272,10 +273,10 @@ def test_official_weights_reproduce_bsd68():
 
 
 def test_paper_loss_is_half_the_squared_error_per_patch():
-    task = DenoiseTask()
+    loss_fn = DenoiseTask().loss_fn(Config(task="denoise"))
     clean = torch.zeros(4, 1, 8, 8)
     noisy = clean + 0.1
-    loss, metrics = task.training_loss(nn.Identity(), (noisy, clean))
+    loss, metrics = loss_fn(nn.Identity(), (noisy, clean))
     assert loss.item() == pytest.approx(4 * 64 * 0.01 / (2 * 4))  # 1/(2N) sum ||x^ - x||^2
     assert metrics["psnr"].item() == pytest.approx(20.0)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 from cnnzoo import list_models
+from cnnzoo.engine.config import shipped_recipes
 from conftest import REPO_ROOT
 
 
@@ -24,4 +25,4 @@ def test_readme_commands_name_real_models_and_recipes():
     for name in set(names) - shown_as_unknown:
         assert name in list_models(), name
     for recipe in re.findall(r"--config (\w+)", text):
-        assert (REPO_ROOT / "configs" / f"{recipe}.yaml").is_file(), recipe
+        assert recipe in shipped_recipes(), recipe

@@ -41,7 +41,7 @@ def digits():
 
 
 def test_eval_matches_the_training_test_and_writes_reports(trained, tmp_path):
-    report = evaluate_checkpoint(trained.run_dir / "best.pt", out_dir=tmp_path / "ev", progress=QUIET)
+    report = evaluate_checkpoint(trained.run_dir / "best.pt", out_dir=tmp_path / "ev", progress=QUIET).report
     assert report.top1 == pytest.approx(trained.test["acc"], abs=1e-6)
     assert report.top5 == pytest.approx(trained.test["top5"], abs=1e-6)
     assert report.top1 <= report.top5 <= 1.0
@@ -58,7 +58,7 @@ def test_eval_matches_the_training_test_and_writes_reports(trained, tmp_path):
 
 @pytest.mark.parametrize("tta", ["hflip", "tencrop", "multiscale"])
 def test_eval_with_tta(trained, tta):
-    report = evaluate_checkpoint(trained.run_dir / "best.pt", tta=tta, crop_size=28, progress=QUIET)
+    report = evaluate_checkpoint(trained.run_dir / "best.pt", tta=tta, crop_size=28, progress=QUIET).report
     assert report.tta == tta and report.images == 359
     assert 0.1 < report.top1 <= report.top5 <= 1.0
 

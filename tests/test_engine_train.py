@@ -11,7 +11,8 @@ import torch.nn.functional as F
 import yaml
 from torch import nn
 
-from cnnzoo.engine import trainer as trainer_module
+from cnnzoo.engine import runtime as runtime_module
+from cnnzoo.engine.task import _TASKS as task_registry
 from cnnzoo.engine.config import Config, OptimConfig, config_from_dict
 from cnnzoo.engine.optim import RMSpropTF, build_optimizer, param_groups
 from cnnzoo.engine.progress import Progress
@@ -25,31 +26,58 @@ QUIET = Progress("off", log=lambda line: None)
 
 
 class SpyTask(ClassificationTask):
-    """Records every evaluation: which split, and how many training steps had been taken."""
+    """Records every evaluation: which split, and how many training steps had been taken.
+    It stands in for the classification task in the task registry while the run trains."""
 
     calls: list = []
+    steps = 0
+    current_split = None
 
     def build_data(self, cfg, device):
         data = super().build_data(cfg, device)
-        data.val.split_name, data.test.split_name = "val", "test"
+        data.val, data.test = _Tagged(data.val, "val"), _Tagged(data.test, "test")
         return data
 
-    def training_loss(self, model, batch):
-        SpyTask.steps += 1
-        return super().training_loss(model, batch)
+    def loss_fn(self, cfg):
+        inner = super().loss_fn(cfg)
 
-    def evaluate(self, model, loader):
-        SpyTask.calls.append(("evaluate", _split_of(loader), SpyTask.steps))
-        return super().evaluate(model, loader)
+        def loss(model, batch):
+            SpyTask.steps += 1
+            return inner(model, batch)
 
-    def evaluate_test(self, model, loader):
-        SpyTask.calls.append(("evaluate_test", _split_of(loader), SpyTask.steps))
-        return super().evaluate_test(model, loader)
+        return loss
+
+    def evaluator(self, cfg, meta, *, final):
+        return _SpyEvaluator(super().evaluator(cfg, meta, final=final), "evaluate_test" if final else "evaluate")
 
 
-def _split_of(wrapped) -> str:
-    # The trainer passes a progress generator wrapping the loader; its frame holds the loader.
-    return wrapped.gi_frame.f_locals["iterable"].split_name
+class _Tagged:
+    """A loader that says which split it is when iterated."""
+
+    def __init__(self, loader, split):
+        self.loader, self.split = loader, split
+
+    def __len__(self):
+        return len(self.loader)
+
+    def __iter__(self):
+        SpyTask.current_split = self.split
+        return iter(self.loader)
+
+
+class _SpyEvaluator:
+    def __init__(self, inner, kind):
+        self.inner, self.kind = inner, kind
+
+    def update(self, model, batch):
+        self.inner.update(model, batch)
+
+    def compute(self):
+        SpyTask.calls.append((self.kind, SpyTask.current_split, SpyTask.steps))
+        return self.inner.compute()
+
+    def report(self):
+        return self.inner.report()
 
 
 @pytest.fixture(scope="module")
@@ -57,12 +85,12 @@ def run(tmp_path_factory):
     out = tmp_path_factory.mktemp("run")
     SpyTask.calls, SpyTask.steps = [], 0
     cfg = config_from_dict({"schedule": {"epochs": 5}, "runtime": {"out": str(out), "seed": 1}})
-    original = trainer_module.get_task
-    trainer_module.get_task = lambda name: SpyTask()
+    real = task_registry["classify"]
+    task_registry["classify"] = SpyTask
     try:
         result = train(cfg, progress=QUIET)
     finally:
-        trainer_module.get_task = original
+        task_registry["classify"] = real
     return cfg, result, list(SpyTask.calls)
 
 
@@ -135,7 +163,7 @@ def test_frozen_backbone_trains_only_the_classifier(tmp_path):
                             "runtime": {"out": str(tmp_path / "r")}, "data": {"batch_size": 32}})
     result = train(cfg, progress=QUIET)
     # the run seeds before building its model: the same seed rebuilds its starting weights
-    trainer_module.seed_everything(0)
+    runtime_module.seed_everything(0)
     start = create_model("resnet20_cifar", num_classes=10, in_chans=1).state_dict()
     end = torch.load(result.run_dir / "last.pt", weights_only=True, map_location="cpu")["model"]
     changed = {k for k in start if not torch.equal(start[k], end[k])}
@@ -150,19 +178,18 @@ def test_aux_logits_loss_value():
         def forward(self, inp):
             return AuxLogits(inp @ w, (inp @ w * 2, inp @ w - 1), 0.3)
 
-    task = ClassificationTask()
-    task.label_smoothing = 0.1
-    loss, _ = task.training_loss(Aux(), (x, y))
+    loss_fn = ClassificationTask().loss_fn(config_from_dict({"regularization": {"label_smoothing": 0.1}}))
+    loss, _ = loss_fn(Aux(), (x, y))
     ce = lambda z: F.cross_entropy(z, y, label_smoothing=0.1)  # noqa: E731
     expected = ce(x @ w) + 0.3 * (ce(x @ w * 2) + ce(x @ w - 1))
     assert loss.item() == pytest.approx(expected.item(), rel=1e-6)
 
 
 def test_soft_targets_accuracy_uses_dominant_class():
-    task = ClassificationTask()
+    loss_fn = ClassificationTask().loss_fn(Config())
     logits = torch.tensor([[2.0, 0.0], [0.0, 2.0]])
     soft = torch.tensor([[0.7, 0.3], [0.6, 0.4]])
-    _, metrics = task.training_loss(lambda x: x, (logits, soft))
+    _, metrics = loss_fn(lambda x: x, (logits, soft))
     assert metrics["acc"].item() == pytest.approx(0.5)
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import meta_model, n_params
+from conftest import meta_model, n_params, reference_libs
 from torch import nn
 
 from cnnzoo import create_model, model_info
@@ -164,7 +164,7 @@ def copy_state_positionally(dst: nn.Module, src: nn.Module) -> None:
 @pytest.mark.parametrize("name", ["alexnet", "vgg11_bn"])
 def test_same_function_as_torchvision(name):
     # Where torchvision is installed: its weights load into ours and give the same logits.
-    tv_models = pytest.importorskip("torchvision.models")
+    tv_models = reference_libs()[0].models
     torch.manual_seed(0)
     ours, theirs = create_model(name).eval(), getattr(tv_models, name)().eval()
     for m in theirs.modules():  # non-trivial BN statistics, so a misplaced BN shows up

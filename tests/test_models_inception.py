@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import meta_model, n_params
+from conftest import meta_model, n_params, reference_libs
 from torch import nn
 
 from cnnzoo import create_model, model_info
@@ -280,12 +280,12 @@ def copy_state_positionally(dst: nn.Module, src: nn.Module) -> None:
 
 def _reference(library: str, name: str) -> nn.Module:
     if library == "torchvision":
-        models = pytest.importorskip("torchvision.models")
+        models = reference_libs()[0].models
         kwargs = dict(aux_logits=False, init_weights=True)
         if name == "googlenet":
             kwargs["transform_input"] = False
         return getattr(models, name)(**kwargs)
-    timm = pytest.importorskip("timm")
+    timm = reference_libs()[1]
     return timm.create_model("legacy_xception" if name == "xception" else name)
 
 

@@ -9,6 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
+from cnnzoo.cli.main import terminal_logging
 from cnnzoo.cli.train import build_config, register
 from cnnzoo.engine.config import config_from_dict
 from cnnzoo.engine.progress import Progress
@@ -136,6 +137,7 @@ def test_resume_falls_back_when_last_is_damaged(runs, tmp_path, capsys):
     for f in resumed.run_dir.glob("*.pt"):
         (run / f.name).write_bytes(f.read_bytes())
     (run / "last.pt").write_bytes((run / "last.pt").read_bytes()[:1000])  # truncated, as if the disk filled
-    resume = load_resume(run)
+    with terminal_logging():  # the CLI's way of showing the library's warnings
+        resume = load_resume(run)
     assert resume.path.name != "last.pt"
     assert "truncated, corrupt or not a PyTorch checkpoint" in capsys.readouterr().err

@@ -18,3 +18,7 @@ class UnknownOptionError(CnnzooError, TypeError):
 
 class DataError(CnnzooError):
     """A dataset that cannot be loaded as asked: a missing path, an unknown name, a bad image."""
+
+
+class ConfigError(CnnzooError):
+    """A configuration key that is unknown, mistyped, out of range or contradicts another."""

@@ -1,8 +1,12 @@
 """The model registry: every architecture variant is a named builder plus its metadata.
 
-`register_model` records a builder with its paper, family, input style and reference
-parameter count; `create_model` builds one by name and stamps its `default_cfg` (input size,
-mean/std) on the instance so preprocessing travels with the model.
+`register_model` records a builder with its paper, family, reference parameter count and a
+typed `ModelCfg` (input size, minimum input size, mean/std, interpolation, crop fraction,
+task); `create_model` builds one by name and stamps that `default_cfg` on the instance so
+preprocessing travels with the model.
+
+This module is a leaf: it imports no model. The families register themselves when
+`cnnzoo.models` is imported, which the `cnnzoo` package does (as torchvision and timm do).
 """
 
 from __future__ import annotations
@@ -10,7 +14,8 @@ from __future__ import annotations
 import difflib
 import fnmatch
 import inspect
-from dataclasses import asdict, dataclass, field
+from collections.abc import Iterator, Mapping
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, Callable
 
 from torch import nn
@@ -33,35 +38,71 @@ class Paper:
 
 
 @dataclass(frozen=True)
+class ModelCfg(Mapping):
+    """What a model expects of its input and what it is for: the preprocessing that travels with
+    the model (torchvision's `Weights.transforms`, timm's `pretrained_cfg`).
+
+    It reads like a dict too (`model.default_cfg["input_size"]`), as timm's configs do, and
+    `details` holds variant facts (width multiplier, depth, noise level) shown by `cnnzoo info`.
+    """
+
+    architecture: str
+    input_size: tuple[int, int, int]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    num_classes: int = 1000
+    input_style: str = "imagenet"
+    task: str = "classify"
+    min_input_size: tuple[int, int, int] | None = None  # smallest input the network can take
+    interpolation: str = "bilinear"  # resizing for evaluation
+    crop_pct: float = 0.875  # evaluation: resize to input / crop_pct, then centre-crop the input size
+    details: Mapping[str, Any] = field(default_factory=dict)
+
+    def replace(self, **changes: Any) -> "ModelCfg":
+        """A copy with `changes`; names that are not fields go into `details`."""
+        names = {f.name for f in fields(self)}
+        extra = {k: changes.pop(k) for k in list(changes) if k not in names}
+        if extra:
+            changes["details"] = {**self.details, **extra}
+        return replace(self, **changes)
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.items())
+
+    def _fields(self) -> list[str]:
+        return [f.name for f in fields(self) if f.name != "details"]
+
+    def __getitem__(self, key: str) -> Any:
+        if key in self._fields():
+            return getattr(self, key)
+        return self.details[key]
+
+    def __iter__(self) -> Iterator[str]:
+        yield from self._fields()
+        yield from self.details
+
+    def __len__(self) -> int:
+        return len(self._fields()) + len(self.details)
+
+
+@dataclass(frozen=True)
 class ModelEntry:
     name: str
     builder: Callable[..., nn.Module]
     family: str
     paper: Paper
-    input_style: str
-    input_size: tuple[int, int, int]
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-    task: str = "classify"
-    num_classes: int = 1000
+    cfg: ModelCfg
     ref_params: int | None = None
     ref_source: str | None = None
     notes: str = ""
-    extra_cfg: dict = field(default_factory=dict)
 
     @property
-    def default_cfg(self) -> dict[str, Any]:
-        cfg = dict(
-            architecture=self.name,
-            input_size=self.input_size,
-            mean=self.mean,
-            std=self.std,
-            num_classes=self.num_classes,
-            input_style=self.input_style,
-            task=self.task,
-        )
-        cfg.update(self.extra_cfg)
-        return cfg
+    def input_style(self) -> str:
+        return self.cfg.input_style
+
+    @property
+    def task(self) -> str:
+        return self.cfg.task
 
 
 _REGISTRY: dict[str, ModelEntry] = {}
@@ -78,12 +119,14 @@ def register_model(
     ref_params: int | None = None,
     ref_source: str | None = None,
     name: str | None = None,
-    **entry_kwargs: Any,
+    notes: str = "",
+    **cfg: Any,
 ) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
     """Decorator that registers a builder under its function name (or `name`).
 
     CIFAR-style entries default to 3x32x32 input and CIFAR-10 statistics, ImageNet-style
-    ones to 3x224x224 and ImageNet statistics. A duplicate name raises ValueError.
+    ones to 3x224x224 and ImageNet statistics; other `ModelCfg` fields (task, num_classes,
+    min_input_size, details, ...) pass through. A duplicate name raises ValueError.
     """
     if input_style not in INPUT_STYLES:
         raise ValueError(f"input_style must be one of {INPUT_STYLES}, got {input_style!r}")
@@ -93,26 +136,22 @@ def register_model(
         model_name = name or builder.__name__
         if model_name in _REGISTRY:
             raise ValueError(f"a model named {model_name!r} is already registered")
-        _REGISTRY[model_name] = ModelEntry(
-            name=model_name,
-            builder=builder,
-            family=family,
-            paper=paper,
-            input_style=input_style,
+        model_cfg = ModelCfg(
+            architecture=model_name,
             input_size=input_size or ((3, 32, 32) if cifar else (3, 224, 224)),
             mean=mean or (CIFAR10_MEAN if cifar else IMAGENET_MEAN),
             std=std or (CIFAR10_STD if cifar else IMAGENET_STD),
-            ref_params=ref_params,
-            ref_source=ref_source,
-            **entry_kwargs,
+            input_style=input_style,
+            **cfg,
         )
+        _REGISTRY[model_name] = ModelEntry(model_name, builder, family, paper, model_cfg, ref_params, ref_source,
+                                           notes)
         return builder
 
     return decorator
 
 
 def _entry(name: str) -> ModelEntry:
-    _ensure_models_imported()
     try:
         return _REGISTRY[name]
     except KeyError:
@@ -134,15 +173,11 @@ def create_model(
         model = entry.builder(**kwargs)
     except UnknownOptionError as err:
         raise UnknownOptionError(f"model {name!r}: {err}") from None
-    cfg = entry.default_cfg
-    cfg["num_classes"] = getattr(model, "num_classes", cfg["num_classes"])
+    cfg = entry.cfg.replace(num_classes=getattr(model, "num_classes", entry.cfg.num_classes))
     if in_chans is not None:
-        cfg["input_size"] = (in_chans, *cfg["input_size"][1:])
-        cfg["mean"], cfg["std"] = _match_channels(cfg["mean"], in_chans), _match_channels(
-            cfg["std"], in_chans
-        )
-    cfg.update(getattr(model, "cfg_overrides", {}))
-    model.default_cfg = cfg
+        cfg = cfg.replace(input_size=(in_chans, *cfg.input_size[1:]), mean=_match_channels(cfg.mean, in_chans),
+                          std=_match_channels(cfg.std, in_chans))
+    model.default_cfg = cfg.replace(**getattr(model, "cfg_overrides", {}))
     return model
 
 
@@ -180,7 +215,6 @@ def list_models(
     pattern: str = "*", *, family: str | None = None, input_style: str | None = None
 ) -> list[str]:
     """Registered names matching a shell-style wildcard, optionally filtered; sorted."""
-    _ensure_models_imported()
     return sorted(
         name
         for name, entry in _REGISTRY.items()
@@ -191,20 +225,13 @@ def list_models(
 
 
 def list_families() -> list[str]:
-    _ensure_models_imported()
     return sorted({entry.family for entry in _REGISTRY.values()})
 
 
 def model_info(name: str) -> dict[str, Any]:
     """Metadata of a registered model: family, paper, reference params, and its default_cfg."""
     entry = _entry(name)
-    cfg = entry.default_cfg
+    cfg = entry.cfg.as_dict()
     del cfg["architecture"]
     return dict(name=entry.name, family=entry.family, paper=asdict(entry.paper), ref_params=entry.ref_params,
                 ref_source=entry.ref_source, notes=entry.notes, **cfg)
-
-
-def _ensure_models_imported() -> None:
-    # Registration happens when the family modules are imported; importing here means
-    # `from cnnzoo.registry import create_model` works without importing cnnzoo.models first.
-    from . import models  # noqa: F401

@@ -38,7 +38,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..engine.trainer import resolve_device
+    from ..engine.runtime import resolve_device
     from ..tasks.denoise_task import load_denoiser
 
     if args.eval is None and (args.input is None or args.output is None):
@@ -84,42 +84,11 @@ def _generator(seed: int):
 
 
 def evaluate_sets(model, args: argparse.Namespace) -> int:
-    from ..tasks import denoise as dn
+    from ..tasks.denoise_task import evaluate_sets as score
 
-    groups = dn.image_sets(args.eval)
-    named = sorted(g for g in groups if g)
-    sets = [s.strip() for s in args.sets.split(",") if s.strip()] if args.sets else \
-        [g for g in named if not g.lower().startswith("train")] or [""]
-    unknown = [s for s in sets if s not in groups]
-    if unknown:
-        known = ", ".join(named) or "no sub-folders"
-        raise CnnzooError(f"{args.eval} has no test set {unknown[0]!r} (it has: {known})")
-    sigma = 25.0 if args.sigma is None else args.sigma
-    for name in sets:
-        images = dn.read_images(groups[name], channels=model.in_chans)
-        report = dn.evaluate_denoiser(model, images, sigma, seed=args.seed, set_name=name or Path(args.eval).name,
-                                      tile=args.tile)
-        print(report.format(per_image=args.per_image))
+    sets = [s.strip() for s in args.sets.split(",") if s.strip()] if args.sets else None
+    report = score(model, args.eval, sets=sets, sigma=25.0 if args.sigma is None else args.sigma, seed=args.seed,
+                   tile=args.tile)
+    for line in report.lines(per_image=args.per_image):
+        print(line)
     return 0
-
-
-def eval_checkpoint(args: argparse.Namespace, ckpt: dict) -> int:
-    """`cnnzoo eval CHECKPOINT` for a denoising checkpoint (`ckpt`, already read from
-    args.checkpoint): PSNR/SSIM per test set, with the checkpoint's evaluation noise level and
-    the test sets it was trained next to."""
-    from ..engine.inference import describe_checkpoint, model_from_checkpoint
-    from ..engine.trainer import resolve_device
-
-    if args.split != "test":
-        raise CnnzooError("a denoising checkpoint is evaluated on its test sets; leave out --split "
-                          "(it is for classification)")
-    meta = ckpt.get("meta", {})
-    model = model_from_checkpoint(ckpt, resolve_device(args.device))
-    print(f"model: {describe_checkpoint(args.checkpoint, ckpt)}")
-    data = args.data or meta.get("dataset")
-    if not args.data and not Path(str(data)).exists():
-        raise CnnzooError(f"the checkpoint's data {data} is not there any more; give its test sets with --data")
-    sets = ",".join(meta.get("test_sets") or []) if not args.data else None
-    options = argparse.Namespace(eval=data, sets=sets or None, sigma=meta.get("eval_sigma", 25.0), seed=0,
-                                 per_image=False, tile=1024)
-    return evaluate_sets(model, options)

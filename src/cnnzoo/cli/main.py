@@ -2,14 +2,19 @@
 
 Each subcommand lives in its own module exposing `register(subparsers)`, which adds a parser
 whose default `func(args) -> int | None` runs the command. Errors a user can fix
-(`CnnzooError`) print one line and exit with code 2, never a traceback.
+(`CnnzooError`) print one line and exit with code 2, never a traceback. The library reports
+notes and warnings through `logging`; the CLI decides that they reach the terminal's stderr,
+as `note: ...` and `warning: ...` lines.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
+import logging
 import sys
+from typing import Iterator
 
 from ..errors import CnnzooError
 
@@ -17,17 +22,19 @@ from ..errors import CnnzooError
 SUBCOMMANDS = (
     "list_cmd",
     "info",
+    "recipes_cmd",
     "summary_cmd",
     "train",
     "eval_cmd",
     "predict",
     "denoise",
     "explain",
+    "weights_cmd",
 )
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .. import __version__
+    from .._version import __version__
 
     parser = argparse.ArgumentParser(
         prog="cnnzoo",
@@ -47,12 +54,39 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        return args.func(args) or 0
+        with terminal_logging():
+            return args.func(args) or 0
     except CnnzooError as err:
         print(f"cnnzoo {args.command}: error: {err}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # `cnnzoo list | head`
         return 0
+
+
+class _StderrHandler(logging.Handler):
+    """Writes to the sys.stderr of the moment (tests and tools replace it), one line per record."""
+
+    LABELS = {logging.INFO: "note", logging.WARNING: "warning"}
+
+    def emit(self, record: logging.LogRecord) -> None:
+        label = self.LABELS.get(record.levelno, record.levelname.lower())
+        print(f"{label}: {record.getMessage()}", file=sys.stderr, flush=True)
+
+
+@contextlib.contextmanager
+def terminal_logging(level: int = logging.INFO) -> Iterator[None]:
+    """Show the library's notes and warnings (the `cnnzoo` loggers) on stderr while inside."""
+    logger = logging.getLogger("cnnzoo")
+    handler, old_level, old_propagate = _StderrHandler(), logger.level, logger.propagate
+    logger.addHandler(handler)
+    logger.setLevel(level)
+    logger.propagate = False
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(old_level)
+        logger.propagate = old_propagate
 
 
 if __name__ == "__main__":

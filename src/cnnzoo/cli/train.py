@@ -43,7 +43,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "terminal and as log lines otherwise. Ctrl-C saves a checkpoint and prints how to resume.",
     )
     p.add_argument("--config", metavar="RECIPE",
-                   help="YAML recipe: a path or a name from configs/ (e.g. resnet20_cifar10)")
+                   help="YAML recipe: a path or a shipped recipe's name (see `cnnzoo recipes`, e.g. resnet20_cifar10)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR (or from a checkpoint file)")
     p.add_argument("--set", dest="assignments", action="append", default=[], metavar="KEY=VALUE",
                    help="set any config key, e.g. --set schedule.milestones=[91,136] (repeatable)")
@@ -99,8 +99,8 @@ def overrides(args: argparse.Namespace) -> list[tuple[str, object]]:
 
 def build_config(args: argparse.Namespace):
     """(Config, Resume or None) from the recipe or the resumed run, then the flags."""
+    from ..engine.resume import load_resume, resume_config
     from ..engine.task import get_task
-    from ..engine.trainer import load_resume, resume_config
 
     resume = None
     if args.resume:
@@ -136,7 +136,8 @@ def apply_task_defaults(raw: dict, task) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..engine.trainer import NonFiniteLossError, train
+    from ..engine.resume import NonFiniteLossError
+    from ..engine.trainer import train
 
     cfg, resume = build_config(args)
     if args.print_config:

@@ -6,28 +6,21 @@ augments and normalises a whole batch there; `normalize` is the eval-time prepro
 """
 
 from ..errors import DataError
-from .augment import BatchAugment, crop_flip, cutout, random_resized_crop, sample_beta
+from .augment import BatchAugment, augment_policy, crop_flip, cutout, random_resized_crop, sample_beta
 from .bundle import DatasetBundle, ImageSplit, channel_stats, stratified_split
 from .datasets import NAMES, load_dataset
 from .loader import DeviceLoader, derive_seed, epoch_permutation
 from .transforms import center_crop, normalize, resize_uint8
 
 __all__ = [
-    "NAMES", "BatchAugment", "DataError", "DatasetBundle", "DeviceLoader", "ImageSplit", "center_crop",
+    "NAMES", "BatchAugment", "augment_policy", "DataError", "DatasetBundle", "DeviceLoader", "ImageSplit", "center_crop",
     "channel_stats", "crop_flip", "cutout", "default_augment", "derive_seed", "epoch_permutation", "load_dataset",
     "normalize", "random_resized_crop", "resize_uint8", "sample_beta", "stratified_split",
 ]
 
 
 def default_augment(bundle: DatasetBundle, **overrides) -> BatchAugment:
-    """The usual recipe for a bundle: random-resized crop + flip for large images (train stored
-    larger than `input_size`), otherwise crop with 1/8-size padding + flip; overrides win."""
-    size = bundle.input_size[1:]
-    mirrored_digits = bundle.name in ("digits", "mnist")  # a flipped digit is another symbol
-    opts = dict(mean=bundle.mean, std=bundle.std, hflip=not mirrored_digits, num_classes=bundle.num_classes)
-    if bundle.large_images:
-        opts["random_resized_crop"] = size
-    else:
-        opts["crop_padding"] = max(1, size[0] // 8)
+    """BatchAugment with the dataset's usual crop and flip (`augment_policy`); overrides win."""
+    opts = dict(mean=bundle.mean, std=bundle.std, num_classes=bundle.num_classes, **augment_policy(bundle))
     opts.update(overrides)
     return BatchAugment(**opts)

@@ -18,11 +18,12 @@ Randomness comes from the generator passed in, so a seeded generator replays a b
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import Any, Sequence
 
 import torch
 import torch.nn.functional as F
 
+from ..errors import ConfigError
 from .transforms import normalize
 
 
@@ -207,3 +208,26 @@ class BatchAugment:
                  generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         x = self.transform(images, generator)
         return self.mix(x, labels, generator) if self.mixes else (x, labels)
+
+
+HANDWRITING = ("digits", "mnist")  # a mirrored digit is another symbol: no flips
+
+
+def augment_policy(bundle: Any, *, crop_padding: int | None = None, hflip: bool | None = None,
+                   random_resized_crop: bool | None = None) -> dict[str, Any]:
+    """The crop and flip settings of a dataset: the ones given, or its usual ones.
+
+    Usual: an Inception-style random-resized crop + flip for large images (stored larger than
+    the input); otherwise a random crop after size/8 zero padding (CIFAR: 4) + flip, except for
+    handwritten digits: size/16 padding and no flip. The result is BatchAugment's keywords.
+    """
+    size = tuple(bundle.input_size[1:])
+    handwriting = bundle.name in HANDWRITING
+    rrc = random_resized_crop if random_resized_crop is not None else bool(bundle.large_images)
+    if bundle.large_images and not rrc:
+        raise ConfigError("regularization.random_resized_crop: large images are stored 1.14x larger than the "
+                          "input for random-resized crops; leave it on (or unset) for this dataset")
+    if crop_padding is None:
+        crop_padding = 0 if rrc else max(1, min(size) // (16 if handwriting else 8))
+    return dict(crop_padding=crop_padding, hflip=(not handwriting) if hflip is None else hflip,
+                random_resized_crop=size if rrc else None)

@@ -10,15 +10,17 @@ read with `torch.load(weights_only=True)`, which cannot run code from a tampered
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import tempfile
-import warnings
 from pathlib import Path
 from typing import Any
 
 import torch
 
 CACHE_VERSION = 1
+
+log = logging.getLogger(__name__)
 
 
 def default_cache_dir() -> Path:
@@ -65,7 +67,7 @@ def load_cache(path: Path) -> dict | None:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except Exception as err:  # a truncated or foreign file: warn and decode again
-        warnings.warn(f"ignoring unreadable dataset cache {path}: {err}", stacklevel=2)
+        log.warning("ignoring unreadable dataset cache %s: %s", path, err)
         return None
     if not isinstance(payload, dict) or payload.get("version") != CACHE_VERSION:
         return None
@@ -92,7 +94,6 @@ def save_cache(path: Path, payload: dict) -> None:
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except OSError as err:
-        warnings.warn(f"could not write the dataset cache {path} ({err}); the data will be decoded again next time",
-                      stacklevel=2)
+        log.warning("could not write the dataset cache %s (%s); the data will be decoded again next time", path, err)
         if tmp and os.path.exists(tmp):
             os.unlink(tmp)

@@ -87,6 +87,19 @@ def iter_archive(path: Path, listing: Listing) -> Iterator[Item]:
         raise DataError(f"cannot read the archive {path}: {err}; check that it is a complete .tar or .tar.gz") from None
 
 
+def image_files(path: Path) -> dict[str, Path | bytes]:
+    """Relative POSIX name -> file path (a folder) or bytes (an archive) of every image, sorted by name.
+
+    The one way cnnzoo lists an image folder or reads a .tar(.gz): classification decodes the
+    same files in worker processes (`read_folder`), denoising reads them whole.
+    """
+    if path.is_dir():
+        return {name: path / name for name in list_folder(path).files}
+    if not is_archive(path):
+        raise DataError(f"{path} is not a folder or a .tar(.gz) archive")
+    return dict(sorted(iter_archive(path, Listing([], set()))))
+
+
 def _strip_wrapper(listing: Listing) -> str:
     """The prefix of a single folder that wraps everything (e.g. `cifar10/train/...`), or ''."""
     tops = {n.split("/", 1)[0] for n in listing.files} | {d.split("/", 1)[0] for d in listing.dirs}

@@ -1,14 +1,16 @@
 """The training engine: typed config, optimisers, schedules, the training loop, checkpoints, evaluation.
 
 `train(cfg)` runs a whole training run (see trainer.py); `Config` and its sections describe it;
-tasks (classification, denoising) plug in through the protocol in task.py.
+tasks (classification, denoising) implement the contracts in task.py and register themselves.
 """
 
 from .config import Config, ConfigError, config_from_dict, config_to_dict, validate
-from .task import TASKS, Task, TaskData, get_task
-from .trainer import NonFiniteLossError, ResumeError, RunResult, load_resume, train
+from .resume import NonFiniteLossError, ResumeError, load_resume
+from .task import DataMeta, Evaluator, Task, TaskData, get_task, register_task, task_names
+from .trainer import RunResult, train
 
 __all__ = [
-    "TASKS", "Config", "ConfigError", "NonFiniteLossError", "ResumeError", "RunResult", "Task", "TaskData",
-    "config_from_dict", "config_to_dict", "get_task", "load_resume", "train", "validate",
+    "Config", "ConfigError", "DataMeta", "Evaluator", "NonFiniteLossError", "ResumeError", "RunResult", "Task",
+    "TaskData", "config_from_dict", "config_to_dict", "get_task", "load_resume", "register_task", "task_names",
+    "train", "validate",
 ]

@@ -12,11 +12,11 @@ that needs arbitrary classes is refused unless the caller says it trusts the fil
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import pickle
 import random
 import shutil
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,7 @@ import torch
 
 from ..errors import CnnzooError
 
+log = logging.getLogger(__name__)
 RESUME_CANDIDATES = ("last.pt", "last.prev.pt", "best.pt", "best.prev.pt")
 
 
@@ -157,7 +158,7 @@ def find_resume_checkpoint(run_dir: str | os.PathLike, *, trust: bool = False) -
         raise CheckpointError(f"nothing to resume in {run_dir}: {reasons}")
     path, ckpt = max(good, key=lambda item: (int(item[1].get("step", -1)), item[0].name.startswith("last")))
     for failure in failures:
-        print(f"warning: {failure}; resuming from {path} instead", file=sys.stderr)
+        log.warning("%s; resuming from %s instead", failure, path)
     return path, ckpt
 
 

@@ -1,7 +1,8 @@
 """The typed training configuration: dataclass sections, strict loading, overrides, checks.
 
-A run is described by one `Config`. Recipes in `configs/*.yaml` give some of its keys
-(read with `yaml.safe_load`), command-line flags override single keys, and everything is
+A run is described by one `Config`. Recipes (YAML files shipped inside the package, in
+`cnnzoo/recipes/`, or any path) give some of its keys (read with `yaml.safe_load`),
+command-line flags override single keys, and everything is
 checked before any data is loaded: an unknown key is refused with the nearest valid key, a
 value of the wrong type or outside its range names its dotted key, and combinations that
 cannot work (mixup on a regression task, 10-crop larger than the images, warm-up in front
@@ -15,16 +16,21 @@ import difflib
 import types
 import typing
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 
-from ..errors import CnnzooError
+from ..errors import ConfigError
+from ..registry import model_info
+from .task import get_task, task_names
 
 
-class ConfigError(CnnzooError):
-    """A configuration key that is unknown, mistyped, out of range or contradicts another."""
+def resumable(default: Any = dataclasses.MISSING, **kwargs: Any) -> Any:
+    """A config field that may change when a run is resumed (see `resumable_keys`); any other
+    difference between a checkpoint's config and the resumed one is refused."""
+    return field(default=default, metadata={"resumable": True}, **kwargs)
 
 
 @dataclass
@@ -42,13 +48,13 @@ class DataConfig:
     split_seed: int = 0  # the validation split does not change with runtime.seed
     image_size: int | None = None  # resize stored images (None: the dataset's own size)
     batch_size: int = 64
-    eval_batch_size: int | None = None  # None: 2 x batch_size
+    eval_batch_size: int | None = resumable(None)  # None: 2 x batch_size
     drop_last: bool = False
-    num_workers: int = 2  # decoding large image folders
-    cache_dir: str | None = None
-    on_bad_image: Literal["error", "skip"] = "error"
-    max_bad_images: int | float = 0.01  # a fraction (< 1) or a count of images that may be skipped
-    download: bool = False
+    num_workers: int = resumable(2)  # decoding large image folders
+    cache_dir: str | None = resumable(None)
+    on_bad_image: Literal["error", "skip"] = resumable("error")
+    max_bad_images: int | float = resumable(0.01)  # a fraction (< 1) or a count of images that may be skipped
+    download: bool = resumable(False)
 
 
 @dataclass
@@ -68,8 +74,8 @@ class OptimConfig:
 @dataclass
 class ScheduleConfig:
     name: Literal["constant", "step", "multistep", "cosine", "sgdr", "htd", "onecycle", "plateau"] = "cosine"
-    epochs: int = 20
-    max_steps: int | None = None  # stop after this many optimiser steps (the ResNet paper's 64k)
+    epochs: int = resumable(20)
+    max_steps: int | None = resumable(None)  # stop after this many optimiser steps (the ResNet paper's 64k)
     unit: Literal["epoch", "step"] = "epoch"  # unit of step_size, milestones, t0 and warmup
     step_size: float = 30.0  # step: multiply by gamma every step_size units
     milestones: list[float] = field(default_factory=list)  # multistep: multiply by gamma at each
@@ -105,25 +111,30 @@ class RegularizationConfig:
 
 @dataclass
 class RuntimeConfig:
-    device: str = "auto"  # auto, cpu, cuda, cuda:N, mps
-    amp: Literal["auto", "off", "bf16", "fp16"] = "auto"  # auto: bf16 (or fp16) on CUDA, off on CPU
-    channels_last: bool | None = None  # None: on for CUDA and the CPU (measured faster there), off for MPS
-    compile: bool = False
+    device: str = resumable("auto")  # auto, cpu, cuda, cuda:N, mps
+    amp: Literal["auto", "off", "bf16", "fp16"] = resumable("auto")  # auto: bf16 (or fp16) on CUDA, off on CPU
+    channels_last: bool | None = resumable(None)  # None: on for CUDA and the CPU (measured faster there), off for MPS
+    compile: bool = resumable(False)
     seed: int = 0
-    out: str | None = None  # run directory (default runs/<model>-<dataset>-<time>)
-    save_every_steps: int = 0  # also checkpoint in the middle of epochs
-    skip_nonfinite: int = 0  # steps with a NaN/inf loss that may be skipped before stopping
-    progress: Literal["auto", "bar", "log", "off"] = "auto"  # auto: bars on a terminal, lines off it
-    log_every: int = 50  # steps between progress lines off a terminal
-    tensorboard: bool = True  # when the tensorboard package is installed
-    trust_checkpoint: bool = False  # allow pickled objects in model.init_from
+    out: str | None = resumable(None)  # run directory (default runs/<model>-<dataset>-<time>)
+    save_every_steps: int = resumable(0)  # also checkpoint in the middle of epochs
+    skip_nonfinite: int = resumable(0)  # steps with a NaN/inf loss that may be skipped before stopping
+    progress: Literal["auto", "bar", "log", "off"] = resumable("auto")  # auto: bars on a terminal, lines off it
+    log_every: int = resumable(50)  # steps between progress lines off a terminal
+    tensorboard: bool = resumable(True)  # when the tensorboard package is installed
+    trust_checkpoint: bool = resumable(False)  # allow pickled objects in model.init_from
 
 
 @dataclass
 class EvalConfig:
-    tta: Literal["none", "hflip", "tencrop", "multiscale"] = "none"  # for the final test
-    crop_size: int | None = None  # tencrop: None = 7/8 of the image side
-    scales: list[float] = field(default_factory=lambda: [0.875, 1.0, 1.125])  # multiscale
+    tta: Literal["none", "hflip", "tencrop", "multiscale"] = resumable("none")  # for the final test
+    crop_size: int | None = resumable(None)  # tencrop: None = 7/8 of the image side
+    scales: list[float] = resumable(default_factory=lambda: [0.875, 1.0, 1.125])  # multiscale
+
+
+@dataclass
+class NoOptions:
+    """The `task_options` of a task that takes none."""
 
 
 @dataclass
@@ -183,21 +194,37 @@ def load_recipe(path: str | Path) -> dict:
 
 
 def find_recipe(name: str) -> Path:
-    """A recipe path as given, or the name of one under the repository's configs/ folder."""
+    """A recipe path as given, or the name of one shipped with cnnzoo (`cnnzoo recipes` lists them)."""
     path = Path(name)
     if path.is_file() or path.suffix in (".yaml", ".yml") or "/" in name:
         return path
-    for candidate in (recipes_dir() / f"{name}.yaml", recipes_dir() / f"{name}.yml"):
-        if candidate.is_file():
-            return candidate
-    known = sorted(p.stem for p in recipes_dir().glob("*.y*ml"))
-    close = difflib.get_close_matches(name, known, n=3, cutoff=0.5)
+    shipped = shipped_recipes()
+    if name in shipped:
+        return shipped[name]
+    close = difflib.get_close_matches(name, shipped, n=3, cutoff=0.5)
     hint = f"; did you mean {', '.join(close)}?" if close else _recipe_hint()
     raise ConfigError(f"no recipe named {name!r}{hint}")
 
 
-def recipes_dir() -> Path:
-    return Path(__file__).resolve().parents[3] / "configs"
+def shipped_recipes() -> dict[str, Path]:
+    """Name -> file of the recipes inside the installed package (read with importlib.resources,
+    so a wheel installed with `pip install .` has them as well as an editable checkout)."""
+    folder = resources.files("cnnzoo") / "recipes"
+    found = {}
+    for item in sorted(folder.iterdir(), key=lambda t: t.name):
+        if item.is_file() and item.name.endswith((".yaml", ".yml")):
+            found[item.name.rsplit(".", 1)[0]] = Path(str(item))
+    return found
+
+
+def recipe_summary(path: Path) -> str:
+    """The first comment line of a recipe: what it trains and after whom."""
+    for line in path.read_text().splitlines():
+        if line.startswith("#"):
+            return line.lstrip("# ").strip()
+        if line.strip():
+            break
+    return ""
 
 
 def set_key(data: dict, dotted: str, value: Any) -> None:
@@ -243,15 +270,10 @@ def parse_assignment(text: str) -> tuple[str, Any]:
 
 def validate(cfg: Config) -> Config:
     """Range and cross-key checks that the types alone cannot express; returns cfg."""
-    from .task import TASKS, UnknownTaskError, get_task
-
-    if cfg.task not in TASKS:
-        raise ConfigError(f"task: {cfg.task!r} is not one of {', '.join(TASKS)}{_close(cfg.task, TASKS)}")
-    try:
-        task, unavailable = get_task(cfg.task), None
-    except UnknownTaskError as err:  # reported after the checks that do not need the task
-        task, unavailable = None, err
-    classification = task.classification if task is not None else cfg.task == "classify"
+    if cfg.task not in task_names():
+        raise ConfigError(f"task: {cfg.task!r} is not one of {', '.join(task_names())}{_close(cfg.task, task_names())}")
+    task = get_task(cfg.task)
+    classification = task.classification
     d, o, s, r, rt, e = cfg.data, cfg.optim, cfg.schedule, cfg.regularization, cfg.runtime, cfg.eval
     _check(d.batch_size >= 1, "data.batch_size", "must be at least 1")
     _check(d.eval_batch_size is None or d.eval_batch_size >= 1, "data.eval_batch_size", "must be at least 1")
@@ -311,23 +333,28 @@ def validate(cfg: Config) -> Config:
     _check(bool(e.scales) and all(x > 0 for x in e.scales), "eval.scales", "must be positive numbers")
     if e.tta == "tencrop" and e.crop_size and d.image_size:
         check_crop(e.crop_size, (d.image_size, d.image_size), key="eval.crop_size")
-    _check_model_task(cfg)
-    if unavailable is not None:
-        raise unavailable
-    if dataclasses.is_dataclass(getattr(task, "Options", None)):
-        from_dict(task.Options, cfg.task_options, "task_options.")
-    elif cfg.task_options:
-        raise ConfigError(f"task_options: task {cfg.task!r} takes no options, got {sorted(cfg.task_options)}")
+    _check_model_task(cfg, task.models_of)
+    from_dict(task.Options or NoOptions, cfg.task_options, "task_options.")
     return cfg
 
 
-def _check_model_task(cfg: Config) -> None:
-    from ..registry import model_info
-
+def _check_model_task(cfg: Config, wanted: str) -> None:
     model_task = model_info(cfg.model.name)["task"]  # an unknown name raises with suggestions
-    if model_task != cfg.task:
+    if model_task != wanted:
         raise ConfigError(f"model.name: {cfg.model.name!r} is a {model_task!r} model but the task is {cfg.task!r}; "
-                          f"use --task {model_task} or a {cfg.task!r} model")
+                          f"use --task {model_task} or a {wanted!r} model")
+
+
+def resumable_keys(cls: type | None = None, prefix: str = "") -> set[str]:
+    """Dotted keys declared `resumable` on the config fields."""
+    keys = set()
+    for f in dataclasses.fields(cls or Config):
+        hint = typing.get_type_hints(cls or Config)[f.name]
+        if dataclasses.is_dataclass(hint):
+            keys |= resumable_keys(hint, f"{prefix}{f.name}.")
+        elif f.metadata.get("resumable"):
+            keys.add(f"{prefix}{f.name}")
+    return keys
 
 
 def check_crop(crop: int, image_hw: tuple[int, int], *, key: str) -> None:
@@ -454,5 +481,5 @@ def _plain(value: Any) -> Any:
 
 
 def _recipe_hint() -> str:
-    known = sorted(p.stem for p in recipes_dir().glob("*.y*ml"))
-    return f"; recipes shipped in configs/: {', '.join(known)}" if known else ""
+    known = sorted(shipped_recipes())
+    return f"; recipes shipped with cnnzoo: {', '.join(known)}" if known else ""

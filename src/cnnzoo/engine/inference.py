@@ -11,7 +11,7 @@ from torch import nn
 from ..errors import CnnzooError
 from .checkpoint import CheckpointError, load_checkpoint
 from .config import Config, config_from_dict
-from .task import get_task
+from .task import DataMeta, get_task
 
 
 def read_checkpoint(path: str | Path, *, trust: bool = False, expect_model: str | None = None) -> dict:
@@ -35,7 +35,7 @@ def model_from_checkpoint(ckpt: dict, device: torch.device | str = "cpu") -> nn.
     """The checkpoint's model with its weights, in eval mode on `device`."""
     cfg = checkpoint_config(ckpt)
     task = get_task(ckpt.get("task", "classify"))
-    model = task.build_model(cfg, ckpt["meta"])
+    model = task.build_model(cfg, DataMeta.from_dict(ckpt["meta"]))
     try:
         model.load_state_dict(ckpt["model"])
     except RuntimeError as err:

@@ -16,6 +16,7 @@ import torch
 
 from ..errors import DataError
 from .inference import model_from_checkpoint, read_checkpoint
+from .runtime import resolve_device
 
 
 @dataclass
@@ -65,7 +66,6 @@ def predict_files(checkpoint: str | Path, inputs: Sequence[str | Path], *, topk:
                   device: str = "auto", trust: bool = False) -> list[Prediction]:
     from ..data.decode import decode_image
     from ..data.transforms import normalize
-    from .trainer import resolve_device
 
     ckpt = read_checkpoint(checkpoint, trust=trust)
     if ckpt.get("task", "classify") != "classify":

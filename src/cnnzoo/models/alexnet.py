@@ -84,7 +84,7 @@ class AlexNet(ZooModel):
 
 
 @register_model(family="alexnet", paper=PAPER, input_style="imagenet", ref_params=61_100_840,
-                ref_source="torchvision", extra_cfg=dict(test_input_size=(3, 63, 63)))
+                ref_source="torchvision", min_input_size=(3, 63, 63))
 def alexnet(**kwargs) -> AlexNet:
     """Single-tower AlexNet (torchvision's layout)."""
     return build_model(AlexNet, dict(), kwargs)
@@ -93,7 +93,7 @@ def alexnet(**kwargs) -> AlexNet:
 @register_model(family="alexnet", paper=PAPER, input_style="imagenet", input_size=(3, 227, 227),
                 ref_params=60_965_224, ref_source="cnnzoo (paper section 3, Figure 2)",
                 notes="groups=2 on conv2/4/5, LRN after conv1/conv2; init='paper' for the paper's initialisation",
-                extra_cfg=dict(test_input_size=(3, 67, 67)))
+                min_input_size=(3, 67, 67))
 def alexnet_paper(**kwargs) -> AlexNet:
     """The 2012 two-tower AlexNet: grouped convolutions and local response normalisation."""
     return build_model(AlexNet, dict(widths=(96, 256, 384, 384, 256), groups=(1, 2, 1, 2, 2), stem_padding=0,

@@ -13,11 +13,7 @@ import torch
 from torch import nn
 
 from ..layers.head import ClassifierHead
-
-# Registry `extra_cfg` of the heavy variants: the all-models test sweep runs them on 16x16
-# images instead of their full input size, which would make it too slow for CI.
-HEAVY_TEST_CFG = dict(test_input_size=(3, 16, 16))
-
+from ..registry import ModelCfg
 
 class AuxLogits(NamedTuple):
     """Training-mode output of models with auxiliary heads (GoogLeNet, Inception v3).
@@ -40,7 +36,7 @@ class ZooModel(nn.Module):
     num_classes: int
     in_chans: int
     num_features: int
-    default_cfg: dict = {}
+    default_cfg: ModelCfg | dict = {}  # set by create_model
 
     def _init_head(self, num_classes: int, drop_rate: float = 0.0, pool_type: str = "avg") -> None:
         self.num_classes = num_classes
@@ -67,8 +63,8 @@ class ZooModel(nn.Module):
     def _set_num_classes(self, num_classes: int) -> None:
         """Record a new class count on the model and in its `default_cfg` (set by `create_model`)."""
         self.num_classes = num_classes
-        if self.default_cfg:
-            self.default_cfg = {**self.default_cfg, "num_classes": num_classes}
+        if isinstance(self.default_cfg, ModelCfg):
+            self.default_cfg = self.default_cfg.replace(num_classes=num_classes)
 
 
 class AuxClassifierModel(ZooModel):

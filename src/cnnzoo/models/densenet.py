@@ -24,7 +24,7 @@ from torch import nn
 from ..layers.conv import LayerFactory, make_act
 from ..layers.init import init_weights
 from ..registry import Paper, build_model, register_model
-from .base import HEAVY_TEST_CFG, ZooModel
+from .base import ZooModel
 
 PAPER = Paper("Densely Connected Convolutional Networks", 2017, "1608.06993",
               "Huang, Liu, van der Maaten, Weinberger")
@@ -177,8 +177,7 @@ def densenet_bc100_k12_cifar(**kwargs) -> DenseNet:
     return build_model(DenseNet, cifar_bc_args(100, 12), kwargs)
 
 
-@register_model(**_CIFAR, ref_params=25_624_430, ref_source="cnnzoo (the paper's Table 2: 25.6M)",
-                extra_cfg=HEAVY_TEST_CFG)
+@register_model(**_CIFAR, ref_params=25_624_430, ref_source="cnnzoo (the paper's Table 2: 25.6M)")
 def densenet_bc190_k40_cifar(**kwargs) -> DenseNet:
     """DenseNet-BC, L=190, k=40."""
     return build_model(DenseNet, cifar_bc_args(190, 40), kwargs)

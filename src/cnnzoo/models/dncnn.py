@@ -93,28 +93,28 @@ _dncnn = partial(register_model, family="dncnn", paper=PAPER, input_style="cifar
 
 
 @_dncnn(**_GREY, ref_params=556_096, ref_source="the official DnCNN PyTorch port (cszn/DnCNN)",
-        extra_cfg=dict(depth=17, blind=False, sigma=25, receptive_field=35))
+        details=dict(depth=17, blind=False, sigma=25, receptive_field=35))
 def dncnn(**kwargs) -> DnCNN:
     """DnCNN-S: depth 17, grey, trained for one noise level."""
     return build_model(DnCNN, dict(in_chans=1, depth=17), kwargs)
 
 
 @_dncnn(**_GREY, ref_params=667_072, ref_source="cnnzoo (paper layout, depth 20)",
-        extra_cfg=dict(depth=20, blind=True, sigma_range=(0, 55), receptive_field=41))
+        details=dict(depth=20, blind=True, sigma_range=(0, 55), receptive_field=41))
 def dncnn_b(**kwargs) -> DnCNN:
     """DnCNN-B: depth 20, grey, blind Gaussian denoising over sigma in [0, 55]."""
     return build_model(DnCNN, dict(in_chans=1, depth=20), kwargs)
 
 
 @_dncnn(**_COLOUR, ref_params=558_400, ref_source="cnnzoo (paper layout, depth 17, RGB)",
-        extra_cfg=dict(depth=17, blind=False, sigma=25, receptive_field=35))
+        details=dict(depth=17, blind=False, sigma=25, receptive_field=35))
 def dncnn_color(**kwargs) -> DnCNN:
     """CDnCNN-S: depth 17 on RGB images, one noise level."""
     return build_model(DnCNN, dict(in_chans=3, depth=17), kwargs)
 
 
 @_dncnn(**_COLOUR, ref_params=669_376, ref_source="cnnzoo (paper layout, depth 20, RGB)",
-        extra_cfg=dict(depth=20, blind=True, sigma_range=(0, 55), receptive_field=41))
+        details=dict(depth=20, blind=True, sigma_range=(0, 55), receptive_field=41))
 def dncnn_b_color(**kwargs) -> DnCNN:
     """CDnCNN-B: depth 20 on RGB images, blind over sigma in [0, 55]."""
     return build_model(DnCNN, dict(in_chans=3, depth=20), kwargs)

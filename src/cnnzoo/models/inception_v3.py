@@ -39,7 +39,7 @@ from ..layers.inception import (
 )
 from ..layers.init import init_weights
 from ..registry import Paper, build_model, register_model
-from .base import HEAVY_TEST_CFG, AuxClassifierModel
+from .base import AuxClassifierModel
 
 PAPER = Paper("Rethinking the Inception Architecture for Computer Vision", 2016, "1512.00567",
               "Szegedy, Vanhoucke, Ioffe, Shlens, Wojna")
@@ -102,7 +102,7 @@ class InceptionV3(AuxClassifierModel):
                 ref_params=27_161_264, ref_source="torchvision",
                 notes="with the auxiliary head (torchvision's default); 23,834,568 params with "
                       "aux_logits=False (torchvision with weights, timm)",
-                extra_cfg=dict(test_input_size=(3, 75, 75)))
+                min_input_size=(3, 75, 75))
 def inception_v3(**kwargs) -> InceptionV3:
     """Inception v3 with its batch-normalised auxiliary classifier, 299x299 input."""
     return build_model(InceptionV3, dict(), kwargs)
@@ -110,8 +110,7 @@ def inception_v3(**kwargs) -> InceptionV3:
 
 @register_model(family="inception_v3", paper=PAPER, input_style="cifar", num_classes=10, ref_params=24_371_444,
                 ref_source="cnnzoo (torchvision modules, stride-1 stem)",
-                notes="with the auxiliary head at 10 classes; 21,806,058 params with aux_logits=False",
-                extra_cfg=HEAVY_TEST_CFG)
+                notes="with the auxiliary head at 10 classes; 21,806,058 params with aux_logits=False")
 def inception_v3_cifar(**kwargs) -> InceptionV3:
     """Inception v3 for 32x32 inputs: every module and width, a stride-1 stem without pooling."""
     return build_model(InceptionV3, dict(stem="cifar", num_classes=10), kwargs)

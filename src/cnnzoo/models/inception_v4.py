@@ -41,7 +41,7 @@ from ..layers.inception import (
 )
 from ..layers.init import init_weights
 from ..registry import Paper, build_model, register_model
-from .base import HEAVY_TEST_CFG, ZooModel
+from .base import ZooModel
 
 PAPER = Paper("Inception-v4, Inception-ResNet and the Impact of Residual Connections on Learning", 2017,
               "1602.07261", "Szegedy, Ioffe, Vanhoucke, Alemi")
@@ -145,40 +145,40 @@ class InceptionResNet(ZooModel):
         return self.features(x)
 
 
-_IMAGENET_TEST = dict(test_input_size=(3, 75, 75))
+_IMAGENET_MIN = dict(min_input_size=(3, 75, 75))  # the stem's valid convolutions
 _CIFAR_SRC = "cnnzoo (paper modules, stride-1 stem)"
 
 
 @register_model(family="inception_v4", paper=PAPER, input_style="imagenet", input_size=(3, 299, 299),
-                ref_params=42_679_816, ref_source="timm", extra_cfg=_IMAGENET_TEST)
+                ref_params=42_679_816, ref_source="timm", **_IMAGENET_MIN)
 def inception_v4(**kwargs) -> InceptionV4:
     """Inception v4 (paper Figure 9), 299x299 input."""
     return build_model(InceptionV4, dict(), kwargs)
 
 
 @register_model(family="inception_v4", paper=PAPER, input_style="cifar", num_classes=10, ref_params=41_158_186,
-                ref_source=_CIFAR_SRC, extra_cfg=HEAVY_TEST_CFG)
+                ref_source=_CIFAR_SRC)
 def inception_v4_cifar(**kwargs) -> InceptionV4:
     """Inception v4 for 32x32 inputs: every block and width, a stride-1 stem."""
     return build_model(InceptionV4, dict(stem="cifar", num_classes=10), kwargs)
 
 
 @register_model(family="inception_resnet", paper=PAPER, input_style="imagenet", input_size=(3, 299, 299),
-                ref_params=22_756_328, ref_source="cnnzoo (paper Figures 10-14)", extra_cfg=_IMAGENET_TEST)
+                ref_params=22_756_328, ref_source="cnnzoo (paper Figures 10-14)", **_IMAGENET_MIN)
 def inception_resnet_v1(**kwargs) -> InceptionResNet:
     """Inception-ResNet-v1 as in the paper (5 A, 10 B, 5 C blocks), 299x299 input."""
     return build_model(InceptionResNet, dict(version=1), kwargs)
 
 
 @register_model(family="inception_resnet", paper=PAPER, input_style="cifar", num_classes=10, ref_params=20_981_258,
-                ref_source=_CIFAR_SRC, extra_cfg=HEAVY_TEST_CFG)
+                ref_source=_CIFAR_SRC)
 def inception_resnet_v1_cifar(**kwargs) -> InceptionResNet:
     """Inception-ResNet-v1 for 32x32 inputs: a stride-1 stem."""
     return build_model(InceptionResNet, dict(version=1, stem="cifar", num_classes=10), kwargs)
 
 
 @register_model(family="inception_resnet", paper=PAPER, input_style="imagenet", input_size=(3, 299, 299),
-                ref_params=55_843_464, ref_source="timm", extra_cfg=_IMAGENET_TEST,
+                ref_params=55_843_464, ref_source="timm", **_IMAGENET_MIN,
                 notes="TF-slim/timm layout (10/20/10 blocks); layers=(5, 10, 5) gives the paper's depth")
 def inception_resnet_v2(**kwargs) -> InceptionResNet:
     """Inception-ResNet-v2 (TF-slim / timm layout), 299x299 input."""
@@ -186,7 +186,7 @@ def inception_resnet_v2(**kwargs) -> InceptionResNet:
 
 
 @register_model(family="inception_resnet", paper=PAPER, input_style="cifar", num_classes=10, ref_params=54_321_834,
-                ref_source=_CIFAR_SRC, extra_cfg=HEAVY_TEST_CFG)
+                ref_source=_CIFAR_SRC)
 def inception_resnet_v2_cifar(**kwargs) -> InceptionResNet:
     """Inception-ResNet-v2 for 32x32 inputs: a stride-1 stem."""
     return build_model(InceptionResNet, dict(version=2, stem="cifar", num_classes=10), kwargs)

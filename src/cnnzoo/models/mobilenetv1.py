@@ -16,7 +16,8 @@ one fully connected layer. Two global hyper-parameters trade accuracy for cost:
 
 Differences from the paper, kept on purpose: the last depthwise layer has stride 1 (Table 1
 lists it with stride 2 but the feature map is already 7x7; every implementation uses 1).
-The CIFAR variant (`mobilenet_v1_cifar`) has a stride-1 stem, as the common CIFAR port
+`act_layer=nn.ReLU6` reproduces TF-slim's (and timm's) MobileNet V1, whose published weights
+were trained with ReLU6; the paper's ReLU is the default. The CIFAR variant (`mobilenet_v1_cifar`) has a stride-1 stem, as the common CIFAR port
 (kuangliu/pytorch-cifar), so a 32x32 image ends at 2x2.
 """
 
@@ -26,6 +27,7 @@ import torch
 from torch import nn
 
 from ..layers import ConvNormAct, DepthwiseSeparableConv, make_divisible
+from ..layers.conv import LayerFactory
 from ..registry import Paper, build_model, register_model
 from .base import ZooModel
 
@@ -62,16 +64,17 @@ class MobileNetV1(ZooModel):
         stem_stride: int = 2,
         blocks: tuple[tuple[int, int], ...] = IMAGENET_BLOCKS,
         drop_rate: float = 0.0,
+        act_layer: LayerFactory = nn.ReLU,
     ):
         super().__init__()
         self.in_chans = in_chans
         self.width_mult = width_mult
         chs = make_divisible(stem_chs * width_mult)
-        self.stem = ConvNormAct(in_chans, chs, 3, stride=stem_stride)
+        self.stem = ConvNormAct(in_chans, chs, 3, stride=stem_stride, act_layer=act_layer)
         layers = []
         for out_chs, stride in blocks:
             out_chs = make_divisible(out_chs * width_mult)
-            layers.append(DepthwiseSeparableConv(chs, out_chs, 3, stride=stride))
+            layers.append(DepthwiseSeparableConv(chs, out_chs, 3, stride=stride, act_layer=act_layer))
             chs = out_chs
         self.blocks = nn.Sequential(*layers)
         self.num_features = chs
@@ -89,7 +92,7 @@ def _v1(alpha: float, **overrides):
     """Registry metadata shared by the ImageNet variants."""
     return register_model(
         family="mobilenet_v1", paper=PAPER, input_style="imagenet",
-        extra_cfg=dict(width_mult=alpha, resolution_mult=1.0),
+        details=dict(width_mult=alpha, resolution_mult=1.0),
         notes=f"width multiplier alpha={alpha}; resolution_mult=rho gives a rho*224 input", **overrides,
     )
 
@@ -122,7 +125,7 @@ def mobilenet_v1_025(**kwargs) -> MobileNetV1:
 
 @register_model(family="mobilenet_v1", paper=PAPER, input_style="cifar", num_classes=10,
                 ref_params=3_217_226, ref_source="kuangliu/pytorch-cifar MobileNet",
-                extra_cfg=dict(width_mult=1.0, resolution_mult=1.0),
+                details=dict(width_mult=1.0, resolution_mult=1.0),
                 notes="stride-1 stem; 32x32 ends at 2x2")
 def mobilenet_v1_cifar(**kwargs) -> MobileNetV1:
     """MobileNet V1 for 32x32 images."""

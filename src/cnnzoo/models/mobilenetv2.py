@@ -80,14 +80,14 @@ class MobileNetV2(ZooModel):
 _v2 = partial(register_model, family="mobilenet_v2", paper=PAPER)
 
 
-@_v2(input_style="imagenet", ref_params=3_504_872, ref_source="torchvision", extra_cfg=dict(width_mult=1.0))
+@_v2(input_style="imagenet", ref_params=3_504_872, ref_source="torchvision", details=dict(width_mult=1.0))
 def mobilenet_v2(**kwargs) -> MobileNetV2:
     """MobileNet V2 1.0 (pass width_mult for the thinner or wider ones)."""
     return build_model(MobileNetV2, dict(width_mult=1.0), kwargs)
 
 
 @_v2(input_style="cifar", num_classes=10, ref_params=2_236_682,
-     ref_source="cnnzoo (torchvision layout, CIFAR strides)", extra_cfg=dict(width_mult=1.0),
+     ref_source="cnnzoo (torchvision layout, CIFAR strides)", details=dict(width_mult=1.0),
      notes="stride-1 stem and second stage; 32x32 ends at 4x4")
 def mobilenet_v2_cifar(**kwargs) -> MobileNetV2:
     """MobileNet V2 for 32x32 images."""

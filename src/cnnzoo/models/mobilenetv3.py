@@ -153,20 +153,20 @@ def _scaled(chs: int, width_mult: float) -> int:
 _v3 = partial(register_model, family="mobilenet_v3", paper=PAPER)
 
 
-@_v3(input_style="imagenet", ref_params=5_483_032, ref_source="torchvision", extra_cfg=dict(width_mult=1.0))
+@_v3(input_style="imagenet", ref_params=5_483_032, ref_source="torchvision", details=dict(width_mult=1.0))
 def mobilenet_v3_large(**kwargs) -> MobileNetV3:
     """MobileNet V3-Large 1.0 (Table 1)."""
     return build_model(MobileNetV3, dict(table=LARGE, head_chs=1280), kwargs)
 
 
-@_v3(input_style="imagenet", ref_params=2_542_856, ref_source="torchvision", extra_cfg=dict(width_mult=1.0))
+@_v3(input_style="imagenet", ref_params=2_542_856, ref_source="torchvision", details=dict(width_mult=1.0))
 def mobilenet_v3_small(**kwargs) -> MobileNetV3:
     """MobileNet V3-Small 1.0 (Table 2)."""
     return build_model(MobileNetV3, dict(table=SMALL, head_chs=1024), kwargs)
 
 
 @_v3(input_style="cifar", num_classes=10, ref_params=4_214_842,
-     ref_source="cnnzoo (torchvision layout, CIFAR strides)", extra_cfg=dict(width_mult=1.0),
+     ref_source="cnnzoo (torchvision layout, CIFAR strides)", details=dict(width_mult=1.0),
      notes="stride-1 stem and first strided block; 32x32 ends at 4x4")
 def mobilenet_v3_large_cifar(**kwargs) -> MobileNetV3:
     """MobileNet V3-Large for 32x32 images."""
@@ -175,7 +175,7 @@ def mobilenet_v3_large_cifar(**kwargs) -> MobileNetV3:
 
 
 @_v3(input_style="cifar", num_classes=10, ref_params=1_528_106,
-     ref_source="cnnzoo (torchvision layout, CIFAR strides)", extra_cfg=dict(width_mult=1.0),
+     ref_source="cnnzoo (torchvision layout, CIFAR strides)", details=dict(width_mult=1.0),
      notes="stride-1 stem and first strided block; 32x32 ends at 4x4")
 def mobilenet_v3_small_cifar(**kwargs) -> MobileNetV3:
     """MobileNet V3-Small for 32x32 images."""

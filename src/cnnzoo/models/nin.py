@@ -110,7 +110,7 @@ class NIN(ZooModel):
 
 @register_model(family="nin", paper=PAPER, input_style="imagenet", ref_params=7_595_176,
                 ref_source="cnnzoo (the authors' released ImageNet model)",
-                extra_cfg=dict(min_input_size=(3, 39, 39)))
+                min_input_size=(3, 39, 39))
 def nin(**kwargs) -> NIN:
     """NIN for ImageNet: four mlpconv blocks (the released Caffe model's layout)."""
     return build_model(NIN, dict(layout="imagenet", num_classes=1000), kwargs)

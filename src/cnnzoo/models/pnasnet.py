@@ -194,14 +194,14 @@ _pnas = partial(register_model, family="pnasnet", paper=PAPER)
 
 
 @_pnas(input_style="imagenet", input_size=(3, 331, 331), mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5),
-       ref_params=86_057_668, ref_source="timm pnasnet5large", extra_cfg=dict(test_input_size=(3, 64, 64)))
+       ref_params=86_057_668, ref_source="timm pnasnet5large")
 def pnasnet5large(**kwargs) -> PNASNet:
     """PNASNet-5 Large: N=4, F=216, 331x331 (the paper's 86.1M)."""
     return build_model(PNASNet, dict(filters=216, cells=imagenet_cells(12), stem_chs=96, drop_rate=0.5), kwargs)
 
 
 @_pnas(input_style="imagenet", mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), ref_params=5_064_487,
-       ref_source="cnnzoo (TF-slim mobile layout; the paper says 5.1M)", extra_cfg=dict(test_input_size=(3, 64, 64)))
+       ref_source="cnnzoo (TF-slim mobile layout; the paper says 5.1M)")
 def pnasnet5mobile(**kwargs) -> PNASNet:
     """PNASNet-5 Mobile: N=3, F=54, 224x224."""
     return build_model(PNASNet, dict(filters=54, cells=imagenet_cells(9), stem_chs=32, drop_rate=0.5), kwargs)

@@ -22,7 +22,6 @@ from torch import nn
 from ..layers.conv import make_act
 from ..layers.residual import PreActBasicBlock, PreActBottleneck, create_shortcut, get_block
 from ..registry import Paper, build_model, register_model
-from .base import HEAVY_TEST_CFG
 from .resnet import CIFAR_WIDTHS, ResNet, imagenet_args
 
 PAPER = Paper("Identity Mappings in Deep Residual Networks", 2016, "1603.05027", "He, Zhang, Ren, Sun")
@@ -102,13 +101,13 @@ def preresnet164_cifar(**kwargs) -> PreResNet:
     return build_model(PreResNet, cifar_args(164, bottleneck=True), kwargs)
 
 
-@register_model(**_CIFAR, ref_params=10_327_706, extra_cfg=HEAVY_TEST_CFG)
+@register_model(**_CIFAR, ref_params=10_327_706)
 def preresnet1001_cifar(**kwargs) -> PreResNet:
     """PreResNet-1001: 3 stages of 111 bottleneck units, 10.3M parameters (the paper says 10.2M)."""
     return build_model(PreResNet, cifar_args(1001, bottleneck=True), kwargs)
 
 
-@register_model(**_CIFAR, ref_params=19_423_834, extra_cfg=HEAVY_TEST_CFG)
+@register_model(**_CIFAR, ref_params=19_423_834)
 def preresnet1202_cifar(**kwargs) -> PreResNet:
     """PreResNet-1202: 3 stages of 200 basic units."""
     return build_model(PreResNet, cifar_args(1202), kwargs)

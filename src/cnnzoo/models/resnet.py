@@ -29,7 +29,7 @@ from ..layers.drop import drop_path_rates
 from ..layers.init import init_weights
 from ..layers.residual import BasicBlock, create_shortcut, get_block
 from ..registry import Paper, build_model, register_model
-from .base import HEAVY_TEST_CFG, ZooModel
+from .base import ZooModel
 
 PAPER = Paper("Deep Residual Learning for Image Recognition", 2016, "1512.03385", "He, Zhang, Ren, Sun")
 RESNEXT_PAPER = Paper("Aggregated Residual Transformations for Deep Neural Networks", 2017, "1611.05431",
@@ -218,7 +218,7 @@ def resnet110_cifar(**kwargs) -> ResNet:
     return build_model(ResNet, cifar_args(110), kwargs)
 
 
-@register_model(**_CIFAR, ref_params=19_421_274, ref_source=_A_SRC, extra_cfg=HEAVY_TEST_CFG)
+@register_model(**_CIFAR, ref_params=19_421_274, ref_source=_A_SRC)
 def resnet1202_cifar(**kwargs) -> ResNet:
     """ResNet-1202 for CIFAR (section 4.2): 3 stages of 200 basic blocks, option-A shortcuts."""
     return build_model(ResNet, cifar_args(1202), kwargs)
@@ -236,19 +236,19 @@ def resnet34_cifar(**kwargs) -> ResNet:
     return build_model(ResNet, wide_cifar_args(34), kwargs)
 
 
-@register_model(**_CIFAR, ref_params=23_520_842, ref_source=_KL_SRC, extra_cfg=HEAVY_TEST_CFG)
+@register_model(**_CIFAR, ref_params=23_520_842, ref_source=_KL_SRC)
 def resnet50_cifar(**kwargs) -> ResNet:
     """ResNet-50 at ImageNet widths on CIFAR: 3x3 stem of 64, no max-pool, option B."""
     return build_model(ResNet, wide_cifar_args(50), kwargs)
 
 
-@register_model(**_CIFAR, ref_params=42_512_970, ref_source=_KL_SRC, extra_cfg=HEAVY_TEST_CFG)
+@register_model(**_CIFAR, ref_params=42_512_970, ref_source=_KL_SRC)
 def resnet101_cifar(**kwargs) -> ResNet:
     """ResNet-101 at ImageNet widths on CIFAR: 3x3 stem of 64, no max-pool, option B."""
     return build_model(ResNet, wide_cifar_args(101), kwargs)
 
 
-@register_model(**_CIFAR, ref_params=58_156_618, ref_source=_KL_SRC, extra_cfg=HEAVY_TEST_CFG)
+@register_model(**_CIFAR, ref_params=58_156_618, ref_source=_KL_SRC)
 def resnet152_cifar(**kwargs) -> ResNet:
     """ResNet-152 at ImageNet widths on CIFAR: 3x3 stem of 64, no max-pool, option B."""
     return build_model(ResNet, wide_cifar_args(152), kwargs)
@@ -293,13 +293,13 @@ def resnext29_args(groups: int, base_width: int, **extra) -> dict:
 _RX_CIFAR = dict(family="resnext", paper=RESNEXT_PAPER, input_style="cifar", num_classes=10)
 
 
-@register_model(**_RX_CIFAR, ref_params=34_426_698, ref_source="the paper's CIFAR table (34.4M)", extra_cfg=HEAVY_TEST_CFG)
+@register_model(**_RX_CIFAR, ref_params=34_426_698, ref_source="the paper's CIFAR table (34.4M)")
 def resnext29_8x64d_cifar(**kwargs) -> ResNet:
     """ResNeXt-29, cardinality 8, bottleneck width 64d."""
     return build_model(ResNet, resnext29_args(8, 64), kwargs)
 
 
-@register_model(**_RX_CIFAR, ref_params=68_155_210, ref_source="the paper's CIFAR table (68.1M)", extra_cfg=HEAVY_TEST_CFG)
+@register_model(**_RX_CIFAR, ref_params=68_155_210, ref_source="the paper's CIFAR table (68.1M)")
 def resnext29_16x64d_cifar(**kwargs) -> ResNet:
     """ResNeXt-29, cardinality 16, bottleneck width 64d."""
     return build_model(ResNet, resnext29_args(16, 64), kwargs)

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 from ..registry import Paper, build_model, register_model
 from . import preresnet
-from .base import HEAVY_TEST_CFG
 from .resnet import ResNet, cifar_args, imagenet_args, resnext29_args, wide_cifar_args
 
 SE_PAPER = Paper("Squeeze-and-Excitation Networks", 2018, "1709.01507", "Hu, Shen, Albanie, Sun, Wu")
@@ -41,9 +40,9 @@ _GE = dict(attn_layer="ge", attn_kwargs=dict(extra_params=True))
 _SK = dict(attn_layer="sk")
 
 
-def _cifar(family: str, paper: Paper, params: int, heavy: bool = False) -> dict:
+def _cifar(family: str, paper: Paper, params: int) -> dict:
     return dict(family=family, paper=paper, input_style="cifar", num_classes=10, ref_params=params,
-                ref_source=_OURS, extra_cfg=HEAVY_TEST_CFG if heavy else {})
+                ref_source=_OURS)
 
 
 def _imagenet(family: str, paper: Paper, params: int, source: str = _OURS) -> dict:
@@ -118,13 +117,13 @@ def seresnet110_cifar(**kwargs) -> ResNet:
     return build_model(ResNet, cifar_args(110, **_SE), kwargs)
 
 
-@register_model(**_cifar("senet", SE_PAPER, 34_948_506, heavy=True))
+@register_model(**_cifar("senet", SE_PAPER, 34_948_506))
 def se_resnext29_8x64d_cifar(**kwargs) -> ResNet:
     """SE-ResNeXt-29 (8x64d) for CIFAR."""
     return build_model(ResNet, resnext29_args(8, 64, **_SE), kwargs)
 
 
-@register_model(**_cifar("senet", SE_PAPER, 68_677_018, heavy=True))
+@register_model(**_cifar("senet", SE_PAPER, 68_677_018))
 def se_resnext29_16x64d_cifar(**kwargs) -> ResNet:
     """SE-ResNeXt-29 (16x64d) for CIFAR."""
     return build_model(ResNet, resnext29_args(16, 64, **_SE), kwargs)
@@ -138,7 +137,7 @@ def bam_resnet50(**kwargs) -> ResNet:
     return build_model(ResNet, imagenet_args(50, **_BAM), kwargs)
 
 
-@register_model(**_cifar("bam", BAM_PAPER, 23_878_461, heavy=True))
+@register_model(**_cifar("bam", BAM_PAPER, 23_878_461))
 def bam_resnet50_cifar(**kwargs) -> ResNet:
     """BAM-ResNet-50 on CIFAR (3x3 stem of 64, no max-pool), BAM after stages 1-3."""
     return build_model(ResNet, wide_cifar_args(50, **_BAM), kwargs)
@@ -150,7 +149,7 @@ def bam_preresnet110_cifar(**kwargs) -> ResNet:
     return build_model(preresnet.PreResNet, dict(preresnet.cifar_args(110), **_BAM), kwargs)
 
 
-@register_model(**_cifar("bam", BAM_PAPER, 34_512_380, heavy=True))
+@register_model(**_cifar("bam", BAM_PAPER, 34_512_380))
 def bam_resnext29_8x64d_cifar(**kwargs) -> ResNet:
     """BAM-ResNeXt-29 (8x64d) on CIFAR, BAM after stages 1 and 2."""
     return build_model(ResNet, resnext29_args(8, 64, **_BAM), kwargs)
@@ -170,13 +169,13 @@ def cbam_resnet50(**kwargs) -> ResNet:
     return build_model(ResNet, imagenet_args(50, **_CBAM), kwargs)
 
 
-@register_model(**_cifar("cbam", CBAM_PAPER, 34_949_406, heavy=True))
+@register_model(**_cifar("cbam", CBAM_PAPER, 34_949_406))
 def cbam_resnext29_8x64d_cifar(**kwargs) -> ResNet:
     """CBAM-ResNeXt-29 (8x64d) for CIFAR."""
     return build_model(ResNet, resnext29_args(8, 64, **_CBAM), kwargs)
 
 
-@register_model(**_cifar("cbam", CBAM_PAPER, 68_677_918, heavy=True))
+@register_model(**_cifar("cbam", CBAM_PAPER, 68_677_918))
 def cbam_resnext29_16x64d_cifar(**kwargs) -> ResNet:
     """CBAM-ResNeXt-29 (16x64d) for CIFAR."""
     return build_model(ResNet, resnext29_args(16, 64, **_CBAM), kwargs)
@@ -190,13 +189,13 @@ def ge_resnet50(**kwargs) -> ResNet:
     return build_model(ResNet, imagenet_args(50, **_GE), kwargs)
 
 
-@register_model(**_cifar("gather_excite", GE_PAPER, 34_700_874, heavy=True))
+@register_model(**_cifar("gather_excite", GE_PAPER, 34_700_874))
 def ge_resnext29_8x64d_cifar(**kwargs) -> ResNet:
     """GE-theta-ResNeXt-29 (8x64d) for CIFAR, global extent."""
     return build_model(ResNet, resnext29_args(8, 64, **_GE), kwargs)
 
 
-@register_model(**_cifar("gather_excite", GE_PAPER, 68_429_386, heavy=True))
+@register_model(**_cifar("gather_excite", GE_PAPER, 68_429_386))
 def ge_resnext29_16x64d_cifar(**kwargs) -> ResNet:
     """GE-theta-ResNeXt-29 (16x64d) for CIFAR, global extent."""
     return build_model(ResNet, resnext29_args(16, 64, **_GE), kwargs)
@@ -210,13 +209,13 @@ def sknet50(**kwargs) -> ResNet:
     return build_model(ResNet, imagenet_args(50, groups=32, base_width=4, **_SK), kwargs)
 
 
-@register_model(**_cifar("sknet", SK_PAPER, 37_546_122, heavy=True))
+@register_model(**_cifar("sknet", SK_PAPER, 37_546_122))
 def sk_resnext29_16x32d_cifar(**kwargs) -> ResNet:
     """SK-ResNeXt-29 (16x32d) for CIFAR."""
     return build_model(ResNet, resnext29_args(16, 32, **_SK), kwargs)
 
 
-@register_model(**_cifar("sknet", SK_PAPER, 117_746_122, heavy=True))
+@register_model(**_cifar("sknet", SK_PAPER, 117_746_122))
 def sk_resnext29_16x64d_cifar(**kwargs) -> ResNet:
     """SK-ResNeXt-29 (16x64d) for CIFAR."""
     return build_model(ResNet, resnext29_args(16, 64, **_SK), kwargs)

@@ -17,7 +17,6 @@ from torch import nn
 from ..layers.conv import make_act
 from ..layers.shake import ShakeShakeBlock, ShakeShortcut
 from ..registry import Paper, build_model, register_model
-from .base import HEAVY_TEST_CFG
 from .resnet import ResNet
 
 PAPER = Paper("Shake-Shake regularization", 2017, "1705.07485", "Gastaldi")
@@ -66,8 +65,7 @@ def shake_resnet26_2x64d_cifar(**kwargs) -> ShakeResNet:
     return build_model(ShakeResNet, shake_args(64), kwargs)
 
 
-@register_model(**_CIFAR, ref_params=26_192_922, ref_source="cnnzoo (the paper: 26.2M)",
-                extra_cfg=HEAVY_TEST_CFG)
+@register_model(**_CIFAR, ref_params=26_192_922, ref_source="cnnzoo (the paper: 26.2M)")
 def shake_resnet26_2x96d_cifar(**kwargs) -> ShakeResNet:
     """Shake-Shake 26 2x96d."""
     return build_model(ShakeResNet, shake_args(96), kwargs)

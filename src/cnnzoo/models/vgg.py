@@ -73,7 +73,7 @@ def _make_features(cfg: tuple, in_chans: int, batch_norm: bool) -> nn.Sequential
 
 
 _TV = dict(family="vgg", paper=PAPER, input_style="imagenet", ref_source="torchvision",
-           extra_cfg=dict(test_input_size=(3, 32, 32)))
+           min_input_size=(3, 32, 32))
 _CIFAR = dict(family="vgg", paper=PAPER, input_style="cifar", num_classes=10,
               ref_source="cnnzoo (kuangliu/pytorch-cifar layout: conv stacks + one linear layer)")
 _CIFAR_HEAD = dict(fc_features=0, pool_size=1, num_classes=10)

@@ -27,7 +27,7 @@ from torch import nn
 from ..layers.conv import ConvNormAct, DepthwiseSeparableConv
 from ..layers.init import init_weights
 from ..registry import Paper, build_model, register_model
-from .base import HEAVY_TEST_CFG, ZooModel
+from .base import ZooModel
 
 PAPER = Paper("Xception: Deep Learning with Depthwise Separable Convolutions", 2017, "1610.02357", "Chollet")
 
@@ -100,15 +100,14 @@ class Xception(ZooModel):
 
 @register_model(family="xception", paper=PAPER, input_style="imagenet", input_size=(3, 299, 299),
                 mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), ref_params=22_855_952,
-                ref_source="paper Table 3, timm legacy_xception", extra_cfg=dict(test_input_size=(3, 32, 32)))
+                ref_source="paper Table 3, timm legacy_xception")
 def xception(**kwargs) -> Xception:
     """Xception (paper Figure 5), 299x299 input scaled to [-1, 1] as in the paper's Keras release."""
     return build_model(Xception, dict(), kwargs)
 
 
 @register_model(family="xception", paper=PAPER, input_style="cifar", num_classes=10, ref_params=20_827_442,
-                ref_source="cnnzoo (paper flows, stride-1 stem and first block)",
-                extra_cfg=HEAVY_TEST_CFG)
+                ref_source="cnnzoo (paper flows, stride-1 stem and first block)")
 def xception_cifar(**kwargs) -> Xception:
     """Xception for 32x32 inputs: padded stride-1 stem and first block."""
     return build_model(Xception, dict(stem="cifar", num_classes=10), kwargs)

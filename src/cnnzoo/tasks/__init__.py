@@ -1,1 +1,8 @@
-"""Tasks next to classification: what data, loss and metrics a model is trained and judged on."""
+"""The tasks the engine trains: importing this package registers each of them with the engine.
+
+Adding a task is one new module here: subclass cnnzoo.engine.task.Task, decorate it with
+`@register_task`, and import the module below.
+"""
+
+from . import classification  # noqa: F401
+from . import denoise_task  # noqa: F401

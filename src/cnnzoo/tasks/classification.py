@@ -1,6 +1,6 @@
 """Image classification: cross-entropy on class labels, accuracy and top-5 as metrics.
 
-Implements the engine's Task protocol (cnnzoo.engine.task). The data is a cnnzoo.data
+Implements the engine's Task contract (cnnzoo.engine.task). The data is a cnnzoo.data
 DatasetBundle kept on the device; augmentation happens on whole batches there. Models with
 auxiliary classifiers (GoogLeNet, Inception v3) return AuxLogits in training mode; their
 loss is CE(logits) + weight * sum(CE(aux)), as both papers do.
@@ -9,140 +9,215 @@ loss is CE(logits) + weight * sum(CE(aux)), as both papers do.
 from __future__ import annotations
 
 import dataclasses
-import sys
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Iterable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..data import BatchAugment, DatasetBundle, DeviceLoader, ImageSplit, augment_policy, load_dataset
+from ..data.transforms import resize_uint8
 from ..engine.config import Config, ConfigError, check_crop
-from ..engine.metrics import topk_correct
-from ..engine.task import TaskData
+from ..engine.metrics import confusion_matrix, topk_correct, write_confusion_csv
+from ..engine.task import DataMeta, LossFn, Task, TaskData, register_task
 from ..engine.tta import tta_logits
-from ..errors import UnknownOptionError
+from ..errors import DataError, UnknownOptionError
 from ..models.base import AuxLogits
 from ..registry import create_model, model_info
 
-
-@dataclasses.dataclass
-class ClassificationOptions:
-    """Classification takes no task-specific options; the section exists for symmetry."""
+log = logging.getLogger(__name__)
 
 
-class ClassificationTask:
+@register_task
+class ClassificationTask(Task):
     name = "classify"
     monitor = ("acc", "max")
     classification = True
     default_model = "lenet5"
-    defaults: dict = {}
-    Options = ClassificationOptions
-
-    def __init__(self) -> None:
-        self.label_smoothing = 0.0
-        self.eval_cfg = None
 
     # --------------------------------------------------------------------- data and model
 
     def build_data(self, cfg: Config, device: torch.device) -> TaskData:
-        from ..data import BatchAugment, DeviceLoader
-
-        self.label_smoothing = cfg.regularization.label_smoothing
-        self.eval_cfg = cfg.eval
         d, r = cfg.data, cfg.regularization
         bundle = load_bundle(cfg)
-        channels_last = bool(cfg.runtime.channels_last)
-        augment = BatchAugment(mean=bundle.mean, std=bundle.std, **augment_options(r, bundle),
-                               cutout=r.cutout, mixup_alpha=r.mixup_alpha, cutmix_alpha=r.cutmix_alpha,
-                               num_classes=len(bundle.classes))
-        common = dict(device=device, mean=bundle.mean, std=bundle.std, channels_last=channels_last)
-        eval_bs = d.eval_batch_size or 2 * d.batch_size
+        policy = augment_policy(bundle, crop_padding=r.crop_padding, hflip=r.hflip,
+                                random_resized_crop=r.random_resized_crop)
+        augment = BatchAugment(mean=bundle.mean, std=bundle.std, **policy, cutout=r.cutout,
+                               mixup_alpha=r.mixup_alpha, cutmix_alpha=r.cutmix_alpha, num_classes=len(bundle.classes))
         train = DeviceLoader(bundle.train, d.batch_size, shuffle=True, augment=augment, drop_last=d.drop_last,
-                             seed=cfg.runtime.seed, **common)
-        val = DeviceLoader(bundle.val, eval_bs, shuffle=False, augment=None, **common) if len(bundle.val) else None
-        test = (DeviceLoader(bundle.test, eval_bs, shuffle=False, augment=None, **common)
+                             seed=cfg.runtime.seed, device=device, mean=bundle.mean, std=bundle.std,
+                             channels_last=bool(cfg.runtime.channels_last))
+        val = eval_loader(bundle.val, cfg, bundle.mean, bundle.std, device) if len(bundle.val) else None
+        test = (eval_loader(bundle.test, cfg, bundle.mean, bundle.std, device)
                 if bundle.test is not None and len(bundle.test) else None)
         return TaskData(train, val, test, meta=dataset_meta(bundle))
 
-    def build_model(self, cfg: Config, meta: dict[str, Any]) -> nn.Module:
+    def build_eval_data(self, cfg: Config, meta: DataMeta, device: torch.device, *, dataset: str | None = None,
+                        split: str = "test") -> tuple[Iterable, str]:
+        bundle = load_bundle(cfg, dataset=dataset)
+        check_same_classes(meta, bundle)
+        images = {"test": bundle.test, "val": bundle.val, "train": bundle.train}.get(split)
+        if images is None or len(images) == 0:
+            others = [k for k in ("test", "val", "train") if getattr(bundle, k) is not None and len(getattr(bundle, k))]
+            raise DataError(f"{bundle.name} has no {split} split; use --split {others[0] if others else 'train'}")
+        return eval_loader(images, cfg, meta.mean, meta.std, device), bundle.name
+
+    def build_model(self, cfg: Config, meta: DataMeta) -> nn.Module:
         model = build_classifier(cfg, meta)
-        check_input_size(model, cfg.model.name, tuple(meta["input_size"]))
+        check_input_size(model, cfg.model.name, meta.input_size)
         return model
 
-    def check_config(self, cfg: Config, meta: dict[str, Any]) -> None:
-        """Checks that need the loaded data: a 10-crop must fit in the images."""
+    def check_config(self, cfg: Config, meta: DataMeta) -> None:
         if cfg.eval.tta == "tencrop":
-            crop = cfg.eval.crop_size or round(0.875 * min(meta["input_size"][1:]))
-            check_crop(crop, tuple(meta["input_size"][1:]), key="eval.crop_size")
+            crop = cfg.eval.crop_size or round(0.875 * min(meta.input_size[1:]))
+            check_crop(crop, tuple(meta.input_size[1:]), key="eval.crop_size")
 
     # --------------------------------------------------------------------- loss and metrics
 
-    def training_loss(self, model: nn.Module, batch: tuple) -> tuple[torch.Tensor, dict[str, Any]]:
-        images, targets = batch
-        out = model(images)
-        logits = out.logits if isinstance(out, AuxLogits) else out
-        loss = F.cross_entropy(logits, targets, label_smoothing=self.label_smoothing)
-        if isinstance(out, AuxLogits):
-            aux = sum(F.cross_entropy(a, targets, label_smoothing=self.label_smoothing) for a in out.aux)
-            loss = loss + out.weight * aux
-        # With mixup/cutmix the targets are soft: count a hit on the dominant class.
-        hard = targets.argmax(dim=1) if targets.ndim == 2 else targets
-        acc = (logits.detach().argmax(dim=1) == hard).float().mean()
-        return loss, {"loss": loss.detach(), "acc": acc}
+    def loss_fn(self, cfg: Config) -> LossFn:
+        smoothing = cfg.regularization.label_smoothing
 
-    def evaluate(self, model: nn.Module, loader: Iterable) -> dict[str, float]:
-        return self._evaluate(model, loader, tta="none")
+        def loss(model: nn.Module, batch: tuple) -> tuple[torch.Tensor, dict[str, Any]]:
+            images, targets = batch
+            out = model(images)
+            logits = out.logits if isinstance(out, AuxLogits) else out
+            value = F.cross_entropy(logits, targets, label_smoothing=smoothing)
+            if isinstance(out, AuxLogits):
+                aux = sum(F.cross_entropy(a, targets, label_smoothing=smoothing) for a in out.aux)
+                value = value + out.weight * aux
+            # With mixup/cutmix the targets are soft: count a hit on the dominant class.
+            hard = targets.argmax(dim=1) if targets.ndim == 2 else targets
+            acc = (logits.detach().argmax(dim=1) == hard).float().mean()
+            return value, {"loss": value.detach(), "acc": acc}
 
-    def evaluate_test(self, model: nn.Module, loader: Iterable) -> dict[str, float]:
-        """The final test, with the test-time augmentation of cfg.eval."""
-        tta = self.eval_cfg.tta if self.eval_cfg is not None else "none"
-        return self._evaluate(model, loader, tta=tta)
+        return loss
 
-    def _evaluate(self, model: nn.Module, loader: Iterable, *, tta: str) -> dict[str, float]:
-        loss_sum = correct1 = correct5 = None
-        count = 0
-        for images, labels in loader:
-            logits = self.logits(model, images, tta).float()
-            batch_loss = F.cross_entropy(logits, labels, reduction="sum")
-            c1, c5 = topk_correct(logits, labels, (1, 5))
-            loss_sum = batch_loss if loss_sum is None else loss_sum + batch_loss
-            correct1 = c1 if correct1 is None else correct1 + c1
-            correct5 = c5 if correct5 is None else correct5 + c5
-            count += labels.shape[0]
-        if count == 0:
-            return {}
-        return {"loss": float(loss_sum) / count, "acc": float(correct1) / count, "top5": float(correct5) / count}
+    def evaluator(self, cfg: Config, meta: DataMeta, *, final: bool) -> ClassificationEvaluator:
+        e = cfg.eval
+        tta = e.tta if final else "none"
+        return ClassificationEvaluator(list(meta.classes), tta=tta, crop_size=e.crop_size, scales=tuple(e.scales))
 
-    def logits(self, model: nn.Module, images: torch.Tensor, tta: str = "none") -> torch.Tensor:
+
+class ClassificationEvaluator:
+    """Loss, top-1 and top-5 over a stream of (images, labels) batches, with test-time
+    augmentation when asked; the confusion matrix and per-sample predictions for the report.
+    Sums stay on the device until `compute`, so a pass costs one host transfer."""
+
+    def __init__(self, classes: list[str], *, tta: str = "none", crop_size: int | None = None,
+                 scales: tuple[float, ...] = (0.875, 1.0, 1.125)):
+        self.classes, self.tta, self.crop_size, self.scales = classes, tta, crop_size, scales
+        self.loss_sum = self.correct1 = self.correct5 = self.confusion = None
+        self.count = 0
+
+    def logits(self, model: nn.Module, images: torch.Tensor) -> torch.Tensor:
         """Class scores of a normalised batch; with TTA, the log of the averaged probabilities."""
-        if tta == "none":
+        if self.tta == "none":
             return model(images)
-        e = self.eval_cfg
-        return tta_logits(model, images, tta, crop_size=e.crop_size if e else None,
-                          scales=e.scales if e else (0.875, 1.0, 1.125))
+        return tta_logits(model, images, self.tta, crop_size=self.crop_size, scales=self.scales)
+
+    def update(self, model: nn.Module, batch: tuple) -> None:
+        images, labels = batch
+        logits = self.logits(model, images).float()
+        batch_loss = F.cross_entropy(logits, labels, reduction="sum")
+        c1, c5 = topk_correct(logits, labels, (1, 5))
+        matrix = confusion_matrix(logits.argmax(dim=1), labels, len(self.classes))
+        self.loss_sum = _add(self.loss_sum, batch_loss)
+        self.correct1, self.correct5 = _add(self.correct1, c1), _add(self.correct5, c5)
+        self.confusion = _add(self.confusion, matrix)
+        self.count += labels.shape[0]
+
+    def compute(self) -> dict[str, float]:
+        if self.count == 0:
+            return {}
+        return {"loss": float(self.loss_sum) / self.count, "acc": float(self.correct1) / self.count,
+                "top5": float(self.correct5) / self.count}
+
+    def report(self) -> ClassificationReport:
+        metrics = self.compute()
+        confusion = (self.confusion.cpu() if self.confusion is not None
+                     else torch.zeros(len(self.classes), len(self.classes), dtype=torch.long))
+        support = confusion.sum(dim=1)
+        per_class = [(name, int(support[i]), float(confusion[i, i]) / max(int(support[i]), 1))
+                     for i, name in enumerate(self.classes)]
+        return ClassificationReport(images=self.count, loss=metrics.get("loss", float("nan")),
+                                    top1=metrics.get("acc", 0.0), top5=metrics.get("top5", 0.0), tta=self.tta,
+                                    classes=self.classes, per_class=per_class, confusion=confusion)
 
 
-TASK = ClassificationTask
+@dataclass
+class ClassificationReport:
+    images: int
+    loss: float
+    top1: float
+    top5: float
+    tta: str
+    classes: list[str]
+    per_class: list[tuple[str, int, float]]  # (class, images, accuracy)
+    confusion: torch.Tensor = field(repr=False)  # counts[true, predicted]
+
+    def to_dict(self) -> dict:
+        return dict(tta=self.tta, images=self.images, loss=self.loss, top1=self.top1, top5=self.top5,
+                    per_class={name: {"images": n, "accuracy": acc} for name, n, acc in self.per_class})
+
+    def write(self, out_dir: Path, evaluation: Any) -> list[Path]:
+        """metrics.json, per_class.csv and confusion.csv in `out_dir`."""
+        out_dir.mkdir(parents=True, exist_ok=True)
+        confusion, per_class, metrics = out_dir / "confusion.csv", out_dir / "per_class.csv", out_dir / "metrics.json"
+        write_confusion_csv(self.confusion, self.classes, confusion)
+        lines = ["class,images,accuracy"] + [f"{name},{n},{acc:.6f}" for name, n, acc in self.per_class]
+        per_class.write_text("\n".join(lines) + "\n")
+        header = dict(checkpoint=evaluation.checkpoint, model=evaluation.model, dataset=evaluation.dataset,
+                      split=evaluation.split)
+        metrics.write_text(json.dumps({**header, **self.to_dict()}, indent=2) + "\n")
+        return [metrics, per_class, confusion]
 
 
-def dataset_meta(bundle: Any) -> dict[str, Any]:
-    """What a checkpoint remembers about its data: plain lists and numbers (weights_only-safe)."""
-    return dict(
-        dataset=bundle.name,
-        fingerprint=bundle.fingerprint,
-        classes=list(bundle.classes),
-        num_classes=len(bundle.classes),
-        in_chans=int(bundle.input_size[0]),
-        input_size=[int(v) for v in bundle.input_size],
-        mean=[float(v) for v in bundle.mean],
-        std=[float(v) for v in bundle.std],
+def _add(total: torch.Tensor | None, value: torch.Tensor) -> torch.Tensor:
+    return value if total is None else total + value
+
+
+# ------------------------------------------------------------------------- data helpers
+
+
+def eval_loader(images: ImageSplit, cfg: Config, mean, std, device: torch.device) -> DeviceLoader:
+    """The loader of an evaluated split: in order, unaugmented, normalised with the training statistics."""
+    batch = cfg.data.eval_batch_size or 2 * cfg.data.batch_size
+    return DeviceLoader(images, batch, shuffle=False, augment=None, device=device, mean=mean, std=std,
+                        channels_last=bool(cfg.runtime.channels_last))
+
+
+def dataset_meta(bundle: DatasetBundle) -> DataMeta:
+    """What a checkpoint remembers about its data."""
+    return DataMeta(
+        dataset=bundle.name, fingerprint=bundle.fingerprint, in_chans=int(bundle.input_size[0]),
+        input_size=tuple(int(v) for v in bundle.input_size), mean=tuple(float(v) for v in bundle.mean),
+        std=tuple(float(v) for v in bundle.std), classes=tuple(bundle.classes),
         sizes={"train": len(bundle.train), "val": len(bundle.val),
                "test": len(bundle.test) if bundle.test is not None else 0},
-        bad_images=[[str(p), str(r)] for p, r in bundle.bad_images],
+        details=f"{len(bundle.classes)} classes", bad_images=tuple((str(p), str(r)) for p, r in bundle.bad_images),
     )
 
 
-def build_classifier(cfg: Config, meta: dict[str, Any]) -> nn.Module:
+def check_same_classes(meta: DataMeta, bundle: DatasetBundle) -> None:
+    trained, given = list(meta.classes), list(bundle.classes)
+    if trained != given:
+        extra = sorted(set(given) - set(trained))[:5]
+        missing = sorted(set(trained) - set(given))[:5]
+        detail = "; ".join(filter(None, [f"not in the checkpoint: {', '.join(extra)}" if extra else "",
+                                         f"missing from the data: {', '.join(missing)}" if missing else ""]))
+        raise DataError(f"class mismatch: the checkpoint was trained on {len(trained)} classes, {bundle.name} has "
+                        f"{len(given)} ({detail or 'same names in another order'}); evaluate on data with the "
+                        "checkpoint's classes")
+    if meta.in_chans != bundle.input_size[0]:
+        raise DataError(f"the checkpoint takes {meta.in_chans}-channel images, {bundle.name} has "
+                        f"{bundle.input_size[0]}-channel ones")
+
+
+def build_classifier(cfg: Config, meta: DataMeta) -> nn.Module:
     """cfg.model.name for meta's channels and classes, with the regularisers it takes."""
     r = cfg.regularization
     options = dict(cfg.model.kwargs)
@@ -150,7 +225,7 @@ def build_classifier(cfg: Config, meta: dict[str, Any]) -> nn.Module:
         if getattr(r, key) is not None:
             options[key] = getattr(r, key)
     try:
-        return create_model(cfg.model.name, num_classes=meta["num_classes"], in_chans=meta["in_chans"], **options)
+        return create_model(cfg.model.name, num_classes=meta.num_classes, in_chans=meta.in_chans, **options)
     except UnknownOptionError as err:
         bad = next((k for k in options if repr(k) in str(err)), None)
         key = f"regularization.{bad}" if bad in ("drop_rate", "drop_path_rate") else f"model.kwargs.{bad}"
@@ -176,44 +251,23 @@ def check_input_size(model: nn.Module, name: str, input_size: tuple[int, ...]) -
         model.train(was_training)
 
 
-def augment_options(r: Any, bundle: Any) -> dict[str, Any]:
-    """Crop and flip settings: the ones given, or the dataset's usual ones (see RegularizationConfig)."""
-    size = tuple(bundle.input_size[1:])
-    handwriting = bundle.name in ("digits", "mnist")
-    rrc = r.random_resized_crop if r.random_resized_crop is not None else bool(bundle.large_images)
-    if bundle.large_images and not rrc:
-        raise ConfigError("regularization.random_resized_crop: large images are stored 1.14x larger than the "
-                          "input for random-resized crops; leave it on (or unset) for this dataset")
-    hflip = r.hflip if r.hflip is not None else not handwriting
-    if r.crop_padding is not None:
-        padding = r.crop_padding
-    else:
-        padding = 0 if rrc else max(1, min(size) // (16 if handwriting else 8))
-    return dict(crop_padding=padding, hflip=hflip, random_resized_crop=size if rrc else None)
-
-
-def load_bundle(cfg: Config, *, dataset: str | None = None, image_size: int | None = None) -> Any:
-    """The DatasetBundle of cfg.data (or of another dataset/size, for evaluation)."""
-    from ..data import load_dataset
-
+def load_bundle(cfg: Config, *, dataset: str | None = None) -> DatasetBundle:
+    """The DatasetBundle of cfg.data (or of another dataset, for evaluation)."""
     d = cfg.data
     bundle = load_dataset(dataset or d.dataset, val_fraction=d.val_fraction, seed=d.split_seed,
-                          image_size=image_size or d.image_size, cache_dir=d.cache_dir, on_bad_image=d.on_bad_image,
+                          image_size=d.image_size, cache_dir=d.cache_dir, on_bad_image=d.on_bad_image,
                           max_bad_images=d.max_bad_images, download=d.download, num_workers=d.num_workers)
     return _fit_model_minimum(bundle, cfg.model.name)
 
 
-def _fit_model_minimum(bundle: Any, model_name: str) -> Any:
+def _fit_model_minimum(bundle: DatasetBundle, model_name: str) -> DatasetBundle:
     """Upsample images smaller than the model's declared minimum (Inception v3 needs 75 px)."""
-    from ..data.transforms import resize_uint8
-
-    info = model_info(model_name)
-    size = info.get("min_input_size") or info.get("test_input_size")
-    side = (size[-1] if isinstance(size, (tuple, list)) else size) if size else 0
+    minimum = model_info(model_name)["min_input_size"]
+    side = minimum[-1] if minimum else 0
     if min(bundle.input_size[1:]) >= side:
         return bundle
-    print(f"note: {model_name} needs inputs of at least {side}px; resizing {bundle.name}'s "
-          f"{bundle.input_size[1]}px images to {side}px (set data.image_size to choose)", file=sys.stderr)
+    log.info("%s needs inputs of at least %dpx; resizing %s's %dpx images to %dpx (set data.image_size to choose)",
+             model_name, side, bundle.name, bundle.input_size[1], side)
     splits = {k: getattr(bundle, k) for k in ("train", "val", "test")}
     resized = {k: None if s is None else dataclasses.replace(s, images=resize_uint8(s.images, side))
                for k, s in splits.items()}

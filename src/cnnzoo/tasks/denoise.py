@@ -16,13 +16,13 @@ A source of clean images is a folder or a .tar/.tar.gz; test sets are its sub-fo
 from __future__ import annotations
 
 import io
+import json
 import math
 import os
-import tarfile
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Iterator, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -30,9 +30,11 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
-from ..errors import CnnzooError
+from ..data.decode import IMAGE_EXTENSIONS
+from ..data.folder import image_files, is_archive
+from ..data.loader import derive_seed, epoch_permutation
+from ..errors import CnnzooError, DataError
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 PAPER_SCALES = (1.0, 0.9, 0.8, 0.7)
 
 
@@ -138,32 +140,19 @@ def save_image(image: torch.Tensor, path: str | os.PathLike) -> None:
         raise DenoiseDataError(f"cannot write {path}: {err}") from None
 
 
-def _is_image(name: str) -> bool:
-    pure = PurePosixPath(name)
-    return pure.suffix.lower() in IMAGE_SUFFIXES and not pure.name.startswith(".")
-
-
 def list_image_files(source: str | os.PathLike) -> dict[str, bytes | Path]:
-    """Relative POSIX name -> file path (folders) or bytes (archives), sorted by name."""
+    """Relative POSIX name -> file path (folders) or bytes (archives), sorted by name; a single
+    image file is a set of one."""
     path = Path(source)
-    if path.is_dir():
-        files = {p.relative_to(path).as_posix(): p for p in sorted(path.rglob("*")) if p.is_file()}
-    elif path.is_file() and path.name.lower().endswith((".tar", ".tar.gz", ".tgz")):
-        files = {}
-        try:
-            with tarfile.open(path, "r:*") as tar:
-                for member in tar:
-                    name = PurePosixPath(member.name).as_posix()
-                    if member.isfile() and _is_image(name):
-                        files[name] = tar.extractfile(member).read()
-        except (tarfile.TarError, OSError, EOFError) as err:
-            raise DenoiseDataError(f"cannot read archive {path}: {err}") from None
-    elif path.is_file() and _is_image(path.name):
+    if path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS:
         return {path.name: path}
-    else:
+    if not (path.is_dir() or is_archive(path)):
         raise DenoiseDataError(f"{path} is not a folder, a .tar(.gz) archive or an image file; the denoise task "
                                "needs clean images, e.g. --data ../shared/data/denoise-gray.tar.gz")
-    return {name: files[name] for name in sorted(files) if _is_image(name)}
+    try:
+        return image_files(path)
+    except DataError as err:
+        raise DenoiseDataError(str(err)) from None
 
 
 def image_sets(source: str | os.PathLike) -> dict[str, dict[str, bytes | Path]]:
@@ -299,8 +288,6 @@ class PatchLoader:
         return self.pixels[flat].permute(0, 3, 1, 2).float().div_(255.0)
 
     def _batch(self, index: torch.Tensor, step: int) -> tuple[torch.Tensor, torch.Tensor]:
-        from ..data.loader import derive_seed
-
         gen = torch.Generator(device=self.device).manual_seed(derive_seed(self.seed, self.epoch, step, 3))
         modes = torch.randint(0, 8, index.shape, generator=gen, device=self.device) if self.augment else None
         clean = self.gather(index, modes)
@@ -312,8 +299,6 @@ class PatchLoader:
         return add_gaussian_noise(clean, sigma, generator=gen), clean
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        from ..data.loader import epoch_permutation
-
         order = epoch_permutation(self.num_samples, self.seed, self.epoch).to(self.device)
         for step in range(self.position, len(self)):
             batch = self._batch(order[step * self.batch_size:(step + 1) * self.batch_size], step)
@@ -364,10 +349,12 @@ def _tiled(model: nn.Module, batch: torch.Tensor, tile: int, overlap: int, devic
 
 @dataclass
 class ImageResult:
+    set_name: str
     name: str
     psnr_noisy: float
     psnr: float
     ssim: float | None
+    mse: float  # per-pixel, before clipping the estimate
 
 
 @dataclass
@@ -403,22 +390,119 @@ class DenoiseReport:
         return "\n".join(lines)
 
 
+class ImagePairLoader:
+    """Whole (noisy, clean) images one at a time (their sizes differ), with noise seeded per
+    image name: the same noisy input at every validation, in the final test and in
+    `cnnzoo eval`/`cnnzoo denoise --eval`. Batches are (noisy, clean, set name, image name)."""
+
+    def __init__(self, images: Sequence[tuple[str, str, torch.Tensor]], *, sigma: float, seed: int,
+                 device: torch.device | str = "cpu"):
+        self.images, self.sigma, self.seed, self.device = list(images), float(sigma), int(seed), torch.device(device)
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, str, str]]:
+        for set_name, name, clean in self.images:
+            noisy = seeded_noisy(clean, self.sigma, seed=self.seed, name=name)
+            yield noisy[None].to(self.device), clean[None].to(self.device), set_name, name
+
+
+class DenoiseEvaluator:
+    """PSNR, SSIM and MSE per image of an ImagePairLoader, averaged over all images and, for a
+    test (`per_set`), per test set; the model runs on whole images, in tiles above `tile` pixels."""
+
+    def __init__(self, *, sigma: float, with_ssim: bool = True, per_set: bool = False, tile: int | None = None):
+        self.sigma, self.with_ssim, self.per_set, self.tile = float(sigma), with_ssim, per_set, tile
+        self.keys: list[tuple[str, str]] = []
+        self.rows: list[torch.Tensor] = []  # (mse, psnr, ssim, noisy psnr) per image, fetched at the end
+
+    def update(self, model: nn.Module, batch: tuple) -> None:
+        noisy, clean, set_name, name = batch
+        estimate = _estimate(model, noisy, self.tile).to(clean.device)
+        mse = (estimate - clean).pow(2).mean().double()
+        estimate = estimate.clamp(0, 1)
+        score = ssim(estimate, clean)[0] if self.with_ssim else mse.new_zeros(())
+        self.keys.append((set_name, name))
+        self.rows.append(torch.stack([mse, psnr(estimate, clean)[0], score, psnr(noisy, clean)[0]]))
+
+    def results(self) -> list[ImageResult]:
+        values = torch.stack(self.rows).tolist() if self.rows else []
+        return [ImageResult(set_name, name, noisy_psnr, value, score if self.with_ssim else None, mse)
+                for (set_name, name), (mse, value, score, noisy_psnr) in zip(self.keys, values)]
+
+    def compute(self) -> dict[str, float]:
+        results = self.results()
+        metrics = _summarise(results, self.with_ssim)
+        if self.per_set:
+            for set_name, group in _by_set(results).items():
+                metrics.update({f"{set_name}_{k}": v for k, v in _summarise(group, self.with_ssim).items()
+                                if k != "mse"})
+        return metrics
+
+    def report(self) -> DenoiseSetsReport:
+        return DenoiseSetsReport([DenoiseReport(name, self.sigma, group) for name, group in
+                                  _by_set(self.results()).items()])
+
+
+@dataclass
+class DenoiseSetsReport:
+    """The report of `cnnzoo eval` for a denoiser: one DenoiseReport per test set."""
+
+    sets: list[DenoiseReport]
+
+    def lines(self, per_image: bool = False) -> list[str]:
+        return [report.format(per_image) for report in self.sets]
+
+    def write(self, out_dir: Path, evaluation: Any) -> list[Path]:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        path = out_dir / "metrics.json"
+        sets = {r.set_name or "images": {"images": len(r.images), "sigma": r.sigma, "psnr": r.psnr,
+                                         "psnr_noisy": r.psnr_noisy, "ssim": r.ssim} for r in self.sets}
+        path.write_text(json.dumps(dict(checkpoint=evaluation.checkpoint, model=evaluation.model,
+                                        dataset=evaluation.dataset, metrics=evaluation.metrics, sets=sets),
+                                   indent=2) + "\n")
+        return [path]
+
+
+def _estimate(model: nn.Module, noisy: torch.Tensor, tile: int | None) -> torch.Tensor:
+    if tile is None or max(noisy.shape[-2:]) <= tile:
+        return model(noisy).float()
+    return denoise(model, noisy, clip=False, tile=tile)
+
+
+def _by_set(results: list[ImageResult]) -> dict[str, list[ImageResult]]:
+    groups: dict[str, list[ImageResult]] = {}
+    for r in results:
+        groups.setdefault(r.set_name, []).append(r)
+    return groups
+
+
+def _summarise(results: list[ImageResult], with_ssim: bool) -> dict[str, float]:
+    if not results:
+        return {}
+    n = len(results)
+    metrics = {"psnr": sum(r.psnr for r in results) / n, "mse": sum(r.mse for r in results) / n}
+    if with_ssim:
+        metrics["ssim"] = sum(r.ssim for r in results) / n  # type: ignore[misc]
+    return metrics
+
+
 def evaluate_denoiser(model: nn.Module, images: Sequence[tuple[str, torch.Tensor]], sigma: float, *,
                       seed: int = 0, with_ssim: bool = True, set_name: str = "",
                       tile: int | None = None) -> DenoiseReport:
-    """Add seeded noise of level `sigma` to each clean image, denoise it, and score it."""
+    """Add seeded noise of level `sigma` to each clean image, denoise it, and score it: the
+    evaluator of the training engine, on one set of images."""
+    device = next(model.parameters()).device
+    loader = ImagePairLoader([(set_name, name, clean) for name, clean in images], sigma=sigma, seed=seed,
+                             device=device)
+    evaluator = DenoiseEvaluator(sigma=sigma, with_ssim=with_ssim, tile=tile)
     was_training = model.training
     model.eval()
-    report = DenoiseReport(set_name, float(sigma))
     try:
-        for name, clean in images:
-            noisy = seeded_noisy(clean, sigma, seed=seed, name=name)
-            estimate = denoise(model, noisy, tile=tile)
-            report.images.append(ImageResult(
-                name, float(psnr(noisy, clean)), float(psnr(estimate, clean)),
-                float(ssim(estimate, clean)) if with_ssim else None,
-            ))
+        with torch.no_grad():
+            for batch in loader:
+                evaluator.update(model, batch)
     finally:
         model.train(was_training)
-    return report
-
+    return DenoiseReport(set_name, float(sigma), evaluator.results())

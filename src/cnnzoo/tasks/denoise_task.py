@@ -24,16 +24,22 @@ import hashlib
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Literal, Sequence
+from typing import Any, Iterable, Literal
 
 import torch
 from torch import nn
 
 from ..engine.config import Config, ConfigError, from_dict
-from ..engine.task import TaskData
+from ..engine.inference import describe_checkpoint, model_from_checkpoint, read_checkpoint
+from ..engine.task import DataMeta, LossFn, Task, TaskData, register_task
 from ..errors import CnnzooError, UnknownOptionError
 from ..registry import create_model, model_info
+from ..weights.dncnn import dncnn_from_stub, is_official_dncnn
+from ..weights.safe_unpickle import UnsafePickleError, safe_load
 from . import denoise as dn
+from .denoise import DenoiseEvaluator, ImagePairLoader
+
+EVAL_TILE = 1024  # tiles bound the memory of large photos; exact for DnCNN (receptive field <= 65)
 
 
 @dataclass
@@ -52,7 +58,10 @@ class DenoiseOptions:
 
 
 def _options(cfg: Config) -> DenoiseOptions:
-    return from_dict(DenoiseOptions, cfg.task_options, "task_options.")
+    """The task options of cfg, checked."""
+    opts = from_dict(DenoiseOptions, cfg.task_options, "task_options.")
+    check_options(opts)
+    return opts
 
 
 def check_options(opts: DenoiseOptions) -> None:
@@ -74,23 +83,6 @@ def eval_sigma(opts: DenoiseOptions) -> float:
     if opts.eval_sigma is not None:
         return opts.eval_sigma
     return 25.0 if opts.sigma_range is not None else opts.sigma
-
-
-class ImagePairLoader:
-    """Whole (noisy, clean) images one at a time (their sizes differ), with noise seeded per
-    image name: the same noisy input at every validation. Batches are (noisy, clean, set)."""
-
-    def __init__(self, images: Sequence[tuple[str, str, torch.Tensor]], *, sigma: float, seed: int,
-                 device: torch.device):
-        self.images, self.sigma, self.seed, self.device = list(images), float(sigma), int(seed), device
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, str]]:
-        for set_name, name, clean in self.images:
-            noisy = dn.seeded_noisy(clean, self.sigma, seed=self.seed, name=name)
-            yield noisy[None].to(self.device), clean[None].to(self.device), set_name
 
 
 def split_sources(groups: dict[str, dict], opts: DenoiseOptions, source: str) -> tuple[str, list[str]]:
@@ -126,39 +118,35 @@ def _fingerprint(files: dict[str, dict]) -> str:
     return digest.hexdigest()
 
 
-class DenoiseTask:
+def eval_groups(groups: dict[str, dict], source: str, sets: list[str] | None = None) -> list[str]:
+    """The test sets to score in a source given for evaluation: `sets`, or every sub-folder not
+    named train*, or the images at its top level when it has no sub-folders."""
+    named = sorted(g for g in groups if g)
+    chosen = sets if sets else [g for g in named if not g.lower().startswith("train")] or [""]
+    unknown = [s for s in chosen if s not in groups]
+    if unknown:
+        raise ConfigError(f"{source} has no test set {unknown[0]!r} (it has: {', '.join(named) or 'no sub-folders'})")
+    return chosen
+
+
+@register_task
+class DenoiseTask(Task):
     name = "denoise"
     monitor = ("psnr", "max")
-    classification = False
     default_model = "dncnn"
     # The official PyTorch DnCNN code's optimiser: SGD at the classifiers' lr 0.1 diverges here.
     defaults = {"optim.name": "adamw", "optim.lr": 1e-3, "optim.weight_decay": 0.0, "data.batch_size": 128}
     Options = DenoiseOptions
 
-    def __init__(self) -> None:
-        self.opts = DenoiseOptions()
-
     # --------------------------------------------------------------------- data and model
 
     def build_data(self, cfg: Config, device: torch.device) -> TaskData:
-        opts = self.opts = _options(cfg)
-        check_options(opts)
+        opts = _options(cfg)
         d = cfg.data
         channels = _model_channels(cfg.model.name)
-        try:
-            groups = dn.image_sets(d.dataset)
-        except dn.DenoiseDataError as err:
-            raise ConfigError(f"data.dataset: {err}") from None
+        groups = _image_sets(d.dataset)
         train_name, test_names = split_sources(groups, opts, d.dataset)
-        train_images = dn.read_images(groups[train_name], channels)
-        order = list(range(len(train_images)))
-        random.Random(d.split_seed).shuffle(order)
-        n_val = int(round(d.val_fraction * len(train_images)))
-        if n_val >= len(train_images):
-            raise ConfigError(f"data.val_fraction: {d.val_fraction} leaves none of the {len(train_images)} "
-                              "images for training")
-        val_images = [train_images[i] for i in sorted(order[:n_val])]
-        train_images = [train_images[i] for i in sorted(order[n_val:])]
+        train_images, val_images = _split_validation(dn.read_images(groups[train_name], channels), d)
         sigma_range = tuple(opts.sigma_range) if opts.sigma_range is not None else None
         train = dn.PatchLoader([img for _, img in train_images], batch_size=d.batch_size, patch_size=opts.patch_size,
                                stride=opts.patch_stride, scales=opts.scales, sigma=opts.sigma, sigma_range=sigma_range,
@@ -168,78 +156,101 @@ class DenoiseTask:
                               device=device) if val_images else None
         tests = [(t, n, img) for t in test_names for n, img in dn.read_images(groups[t], channels)]
         test = ImagePairLoader(tests, sigma=level, seed=0, device=device) if tests else None
-        meta = dict(
-            dataset=str(Path(d.dataset).resolve()), fingerprint=_fingerprint(groups), classes=[], num_classes=0,
-            in_chans=channels, input_size=[channels, opts.patch_size, opts.patch_size],
-            mean=[0.0] * channels, std=[1.0] * channels,
+        meta = DataMeta(
+            dataset=str(Path(d.dataset).resolve()), fingerprint=_fingerprint(groups), in_chans=channels,
+            input_size=(channels, opts.patch_size, opts.patch_size), mean=(0.0,) * channels, std=(1.0,) * channels,
             sizes={"train": len(train_images), "val": len(val_images), "test": len(tests)},
-            patches=train.num_samples, train_dir=train_name, test_sets=test_names, eval_sigma=level,
-            bad_images=[],
+            details=f"{train.num_samples:,} training patches, noise sigma {level:g}",
+            extra=dict(patches=train.num_samples, train_dir=train_name, test_sets=test_names, eval_sigma=level),
         )
         return TaskData(train, val, test, meta=meta)
 
-    def check_config(self, cfg: Config, meta: dict[str, Any]) -> None:
-        check_options(_options(cfg))
+    def build_eval_data(self, cfg: Config, meta: DataMeta, device: torch.device, *, dataset: str | None = None,
+                        split: str = "test") -> tuple[Iterable, str]:
+        if split != "test":
+            raise CnnzooError("a denoising checkpoint is evaluated on its test sets; leave out --split "
+                              "(it is for classification)")
+        source = dataset or meta.dataset
+        if dataset is None and not Path(source).exists():
+            raise CnnzooError(f"the checkpoint's data {source} is not there any more; give its test sets with --data")
+        groups = _image_sets(source)
+        sets = eval_groups(groups, source, None if dataset else list(meta.extra.get("test_sets") or []))
+        images = [(t, n, img) for t in sets for n, img in dn.read_images(groups[t], meta.in_chans)]
+        return ImagePairLoader(images, sigma=_checkpoint_sigma(meta), seed=0, device=device), source
 
-    def build_model(self, cfg: Config, meta: dict[str, Any]) -> nn.Module:
+    def build_model(self, cfg: Config, meta: DataMeta) -> nn.Module:
         info = model_info(cfg.model.name)
         if info["task"] != "denoise":
             raise ConfigError(f"model.name: {cfg.model.name!r} is a {info['task']} model, not a denoiser "
                               "(try dncnn, dncnn_b, dncnn_color)")
         try:
-            return create_model(cfg.model.name, in_chans=meta["in_chans"], **cfg.model.kwargs)
+            return create_model(cfg.model.name, in_chans=meta.in_chans, **cfg.model.kwargs)
         except (UnknownOptionError, TypeError, ValueError) as err:
             raise ConfigError(f"model.kwargs: {err}") from None
 
+    def check_config(self, cfg: Config, meta: DataMeta) -> None:
+        _options(cfg)
+
     # --------------------------------------------------------------------- loss and metrics
 
-    def training_loss(self, model: nn.Module, batch: tuple) -> tuple[torch.Tensor, dict[str, Any]]:
-        noisy, clean = batch[0], batch[1]
-        estimate = model(noisy).float()
-        if self.opts.loss == "paper":
-            loss = (estimate - clean).pow(2).sum() / (2 * clean.shape[0])
-        else:
-            loss = (estimate - clean).pow(2).mean()
-        with torch.no_grad():
-            psnr = dn.psnr(estimate.detach().clamp(0, 1), clean).mean()
-        return loss, {"loss": loss.detach(), "psnr": psnr}
+    def loss_fn(self, cfg: Config) -> LossFn:
+        paper = _options(cfg).loss == "paper"
 
-    def evaluate(self, model: nn.Module, loader: Iterable) -> dict[str, float]:
-        per_set = self._scores(model, loader)
-        return _summarise([s for scores in per_set.values() for s in scores], self.opts.ssim)
-
-    def evaluate_test(self, model: nn.Module, loader: Iterable) -> dict[str, float]:
-        """PSNR/SSIM over all test images, then per test set (`set12_psnr`, ...)."""
-        per_set = self._scores(model, loader)
-        result = _summarise([s for scores in per_set.values() for s in scores], self.opts.ssim)
-        for set_name, scores in per_set.items():
-            result.update({f"{set_name}_{k}": v for k, v in _summarise(scores, self.opts.ssim).items() if k != "mse"})
-        return result
-
-    def _scores(self, model: nn.Module, loader: Iterable) -> dict[str, list[tuple[float, float, float | None]]]:
-        """(mse, psnr, ssim) per image, grouped by test set; fetched from the device once at the end."""
-        names, rows = [], []
-        for noisy, clean, set_name in loader:
+        def loss(model: nn.Module, batch: tuple) -> tuple[torch.Tensor, dict[str, Any]]:
+            noisy, clean = batch[0], batch[1]
             estimate = model(noisy).float()
-            mse = (estimate - clean).pow(2).mean().double()
-            estimate = estimate.clamp(0, 1)
-            score_ssim = dn.ssim(estimate, clean)[0] if self.opts.ssim else mse.new_zeros(())
-            names.append(set_name)
-            rows.append(torch.stack([mse, dn.psnr(estimate, clean)[0], score_ssim]))
-        per_set: dict[str, list[tuple[float, float, float | None]]] = {}
-        for set_name, (mse, psnr, score_ssim) in zip(names, torch.stack(rows).tolist() if rows else []):
-            per_set.setdefault(set_name, []).append((mse, psnr, score_ssim if self.opts.ssim else None))
-        return per_set
+            if paper:
+                value = (estimate - clean).pow(2).sum() / (2 * clean.shape[0])
+            else:
+                value = (estimate - clean).pow(2).mean()
+            with torch.no_grad():
+                score = dn.psnr(estimate.detach().clamp(0, 1), clean).mean()
+            return value, {"loss": value.detach(), "psnr": score}
+
+        return loss
+
+    def evaluator(self, cfg: Config, meta: DataMeta, *, final: bool) -> DenoiseEvaluator:
+        """Validation scores whole images; the test also reports each test set (`set12_psnr`, ...)."""
+        return DenoiseEvaluator(sigma=_checkpoint_sigma(meta), with_ssim=_options(cfg).ssim, per_set=final,
+                                tile=EVAL_TILE if final else None)
 
 
-def _summarise(scores: list[tuple[float, float, float | None]], with_ssim: bool) -> dict[str, float]:
-    if not scores:
-        return {}
-    n = len(scores)
-    result = {"psnr": sum(s[1] for s in scores) / n, "mse": sum(s[0] for s in scores) / n}
-    if with_ssim:
-        result["ssim"] = sum(s[2] for s in scores) / n  # type: ignore[misc]
-    return result
+def evaluate_sets(model: nn.Module, source: str, *, sets: list[str] | None = None, sigma: float = 25.0,
+                  seed: int = 0, tile: int | None = EVAL_TILE, with_ssim: bool = True) -> dn.DenoiseSetsReport:
+    """Score a denoiser (official weights or a checkpoint) on the test sets of `source` at noise
+    level `sigma`, with the evaluator the training engine uses."""
+    groups = _image_sets(source)
+    chosen = eval_groups(groups, source, sets)
+    channels = getattr(model, "in_chans", 1)
+    images = [(t or Path(source).name, n, img) for t in chosen for n, img in dn.read_images(groups[t], channels)]
+    device = next(model.parameters()).device
+    evaluator = DenoiseEvaluator(sigma=sigma, with_ssim=with_ssim, per_set=True, tile=tile)
+    model.eval()
+    with torch.no_grad():
+        for batch in ImagePairLoader(images, sigma=sigma, seed=seed, device=device):
+            evaluator.update(model, batch)
+    return evaluator.report()
+
+
+def _image_sets(source: str) -> dict[str, dict]:
+    try:
+        return dn.image_sets(source)
+    except dn.DenoiseDataError as err:
+        raise ConfigError(f"data.dataset: {err}") from None
+
+
+def _split_validation(images: list, d: Any) -> tuple[list, list]:
+    """(train, validation) images: data.val_fraction of them held out whole, by data.split_seed."""
+    order = list(range(len(images)))
+    random.Random(d.split_seed).shuffle(order)
+    n_val = int(round(d.val_fraction * len(images)))
+    if n_val >= len(images):
+        raise ConfigError(f"data.val_fraction: {d.val_fraction} leaves none of the {len(images)} images for training")
+    return [images[i] for i in sorted(order[n_val:])], [images[i] for i in sorted(order[:n_val])]
+
+
+def _checkpoint_sigma(meta: DataMeta) -> float:
+    return float(meta.extra.get("eval_sigma", 25.0))
 
 
 def _model_channels(name: str) -> int:
@@ -249,17 +260,10 @@ def _model_channels(name: str) -> int:
         raise ConfigError(f"model.name: {err}") from None
 
 
-TASK = DenoiseTask
-
-
 def load_denoiser(path: str | Path, *, trust: bool = False,
                   device: torch.device | str = "cpu") -> tuple[nn.Module, str]:
     """A denoiser (eval mode) and a description, from the official DnCNN weights (a legacy
     whole-module pickle, read without running code) or a `cnnzoo train --task denoise` checkpoint."""
-    from ..engine.inference import describe_checkpoint, model_from_checkpoint, read_checkpoint
-    from ..weights.dncnn import dncnn_from_stub, is_official_dncnn
-    from ..weights.safe_unpickle import UnsafePickleError, safe_load
-
     path = Path(path)
     try:
         obj, refused = safe_load(path), None
@@ -280,4 +284,4 @@ def load_denoiser(path: str | Path, *, trust: bool = False,
     return model_from_checkpoint(ckpt, device), describe_checkpoint(path, ckpt)
 
 
-__all__ = ["DenoiseOptions", "DenoiseTask", "ImagePairLoader", "TASK", "load_denoiser"]
+__all__ = ["DenoiseOptions", "DenoiseTask", "ImagePairLoader", "eval_groups", "evaluate_sets", "load_denoiser"]
