@@ -59,6 +59,7 @@ def test_resnet20_weights_classify_cifar10():
     (path,) = sorted(WEIGHTS.glob("resnet20-*.th"))
     model = load_akamaster(path)
     assert model.default_cfg["architecture"] == "resnet20_cifar"
+    assert (model.default_cfg["mean"], model.default_cfg["std"]) == (AKAMASTER_MEAN, AKAMASTER_STD)
     x, y = read_cifar_test(CIFAR_TAR, PER_CLASS)
     assert x.shape == (10 * PER_CLASS, 3, 32, 32)
     # 91.8% on the official CIFAR-10 test set; the JPEG re-encoding costs about 10 points

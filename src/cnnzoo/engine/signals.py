@@ -35,6 +35,8 @@ class StopRequest:
         self._previous.clear()
 
     def _handle(self, signum: int, frame: Any) -> None:
+        # A plain print, not logging: a handler that took the logging module's locks could
+        # deadlock when the signal lands while the main thread holds them.
         if self.requested is not None:
             print(f"\nsecond {signal.Signals(signum).name}: stopping now", file=sys.stderr, flush=True)
             raise KeyboardInterrupt

@@ -62,6 +62,8 @@ def load_akamaster(path: str | Path, *, verify_hash: bool = True) -> ResNet:
     state = convert_state_dict(checkpoint["state_dict"])
     model = create_model(f"resnet{checkpoint_depth(state)}_cifar")
     _load_exact(model, state, path)
+    # They were trained on ImageNet statistics, not the CIFAR ones the architecture defaults to.
+    model.default_cfg = model.default_cfg.replace(mean=AKAMASTER_MEAN, std=AKAMASTER_STD)
     return model.eval()
 
 
