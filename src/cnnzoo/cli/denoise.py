@@ -8,7 +8,6 @@ code from it) or a checkpoint written by `cnnzoo train --task denoise`.
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from ..errors import CnnzooError
 

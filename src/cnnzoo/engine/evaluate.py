@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-from torch import nn
 import torch
+from torch import nn
 
 from .config import Config
 from .inference import checkpoint_config, model_from_checkpoint, read_checkpoint
