@@ -1,6 +1,7 @@
 """`cnnzoo explain conv ...` and `cnnzoo explain receptive-field NAME`: the arithmetic of
 convolutions (weights, parameters, MACs, output size) and of receptive fields, with numbers
-checked against torch.nn.Conv2d."""
+checked against torch.nn.Conv2d. The picture topics (gradcam, attention, kernels, features,
+depthwise) live in explain_viz.py."""
 
 from __future__ import annotations
 
@@ -13,18 +14,23 @@ from ..analysis import conv_arith as ca
 from ..analysis import receptive_field as rf
 from ..errors import CnnzooError
 from ..registry import create_model
+from .explain_viz import register_topics
 from .table import format_table
 
 MAX_GRID = 81  # widest footprint drawn (characters are doubled by the spacing)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("explain", help="conv arithmetic and receptive fields, explained",
-                                   description="The arithmetic behind the architectures: convolution "
-                                               "weights/parameters/MACs and receptive fields.")
+    parser = subparsers.add_parser("explain", help="conv arithmetic, receptive fields, and pictures of what a "
+                                                   "network does (Grad-CAM, attention, kernels)",
+                                   description="The arithmetic behind the architectures (convolution "
+                                               "weights/parameters/MACs, receptive fields) and pictures of what a "
+                                               "trained network does (Grad-CAM, attention maps, kernels, feature "
+                                               "maps, dead depthwise kernels).")
     sub = parser.add_subparsers(dest="topic", metavar="TOPIC", required=True)
     _register_conv(sub)
     _register_rf(sub)
+    register_topics(sub)
 
 
 def _register_conv(sub: argparse._SubParsersAction) -> None:

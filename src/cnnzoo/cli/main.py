@@ -29,6 +29,8 @@ SUBCOMMANDS = (
     "predict",
     "denoise",
     "explain",
+    "plot_cmd",
+    "report_cmd",
     "weights_cmd",
 )
 
