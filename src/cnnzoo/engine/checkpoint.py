@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from ..errors import CnnzooError
+from .rundir import process_alive
 
 log = logging.getLogger(__name__)
 RESUME_CANDIDATES = ("last.pt", "last.prev.pt", "best.pt", "best.prev.pt")
@@ -87,8 +88,12 @@ def _link_replace(src: Path, dst: Path) -> None:
 
 
 def _remove_stale_temporaries(path: Path) -> None:
-    # Left behind by a process killed mid-save; never a complete checkpoint.
+    # Left behind by a process killed mid-save; never a complete checkpoint. A live process's
+    # temporary is its own business: only its owner removes it.
     for stale in path.parent.glob(f".{path.name}.tmp-*"):
+        pid = stale.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and int(pid) != os.getpid() and process_alive(int(pid)):
+            continue
         with contextlib.suppress(OSError):
             stale.unlink()
 

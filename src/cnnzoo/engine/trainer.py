@@ -14,9 +14,9 @@ registry; the engine never imports a concrete task.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
-import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,11 +35,12 @@ from .optim import build_optimizer, freeze_backbone, set_train_mode
 from .progress import Progress
 from .resume import (NonFiniteLossError, Resume, ResumeError, Run, TrainState, check_resume, load_resume, restore,
                      resume_config, save_checkpoint)
+from .rundir import check_not_busy, locked, new_run_dir
 from .runtime import Runtime, seed_everything
 from .schedulers import Schedule, total_steps
 from .signals import StopRequest
 from .task import LossFn, TaskData, get_task
-from .weights_init import load_initial_weights
+from .weights_init import load_start_weights
 
 
 @dataclass
@@ -58,7 +59,7 @@ def train(cfg: Config, *, resume: Resume | None = None, progress: Progress | Non
     validate(cfg)
     progress = progress or Progress(cfg.runtime.progress, log_every=cfg.runtime.log_every)
     say = progress.write
-    with StopRequest() as stop:  # from the start: a Ctrl-C while data loads is handled too
+    with StopRequest() as stop, contextlib.ExitStack() as held:  # a Ctrl-C while data loads is handled too
         task = get_task(cfg.task)
         runtime = Runtime.from_config(cfg.runtime)
 
@@ -69,8 +70,9 @@ def train(cfg: Config, *, resume: Resume | None = None, progress: Progress | Non
         if resume is not None:
             check_resume(resume, cfg, task, data.meta)
         model = task.build_model(cfg, data.meta)
-        if cfg.model.init_from and resume is None:
-            say(load_initial_weights(model, cfg.model.init_from, trust=cfg.runtime.trust_checkpoint))
+        if resume is None:  # model.pretrained / model.init_from; a resumed run has its own weights
+            for line in load_start_weights(model, cfg, data.meta):
+                say(line)
         if cfg.model.freeze_backbone:
             freeze_backbone(model)
         runtime.place(model)
@@ -79,7 +81,10 @@ def train(cfg: Config, *, resume: Resume | None = None, progress: Progress | Non
         monitor, mode = task.monitor
         schedule = Schedule(optimizer, cfg.schedule, steps_per_epoch=steps_per_epoch, lr=cfg.optim.lr, mode=mode)
         scaler = torch.amp.GradScaler(runtime.device.type, enabled=runtime.amp_dtype == torch.float16)
-        run_dir = resume.path.parent if resume is not None else make_run_dir(cfg, data.meta.dataset)
+        run_dir = held.enter_context(locked(resume.path.parent if resume is not None
+                                            else claim_run_dir(cfg, data.meta.dataset)))
+        if resume is None:
+            _check_fresh(run_dir)
         run = Run(cfg, task, data.meta, model, optimizer, schedule, scaler, data.train, run_dir)
         state = TrainState(best={"metric": f"val_{monitor}", "mode": mode, "value": None})
         if resume is not None:
@@ -173,22 +178,22 @@ def _steps_per_epoch(cfg: Config, data: TaskData) -> int:
     return steps
 
 
-def make_run_dir(cfg: Config, dataset: str) -> Path:
-    if cfg.runtime.out:
-        run_dir = Path(cfg.runtime.out)
-        if (run_dir / "last.pt").exists() or (run_dir / "best.pt").exists():
-            raise CnnzooError(f"{run_dir} already holds a run; continue it with `cnnzoo train --resume {run_dir}` "
-                              "or choose another --out")
-    else:
-        name = re.sub(r"[^A-Za-z0-9_.-]+", "-", Path(dataset.split(":")[-1]).name).strip("-") or "data"
-        stamp = time.strftime("%Y%m%d-%H%M%S")
-        run_dir = Path("runs") / f"{cfg.model.name}-{name}-{stamp}"
-        n = 2
-        while run_dir.exists():
-            run_dir = run_dir.with_name(f"{cfg.model.name}-{name}-{stamp}-{n}")
-            n += 1
+def claim_run_dir(cfg: Config, dataset: str) -> Path:
+    """The new run's directory: --out, or a fresh runs/<model>-<data>-<time>."""
+    if not cfg.runtime.out:
+        return new_run_dir(cfg.model.name, dataset)
+    run_dir = Path(cfg.runtime.out)
+    check_not_busy(run_dir)  # before touching anything in it; both checked again under the lock
+    _check_fresh(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     return run_dir
+
+
+def _check_fresh(run_dir: Path) -> None:
+    """A new run never writes over another run's checkpoints (checked under the directory's lock)."""
+    if (run_dir / "last.pt").exists() or (run_dir / "best.pt").exists():
+        raise CnnzooError(f"{run_dir} already holds a run; continue it with `cnnzoo train --resume {run_dir}` "
+                          "or choose another --out")
 
 
 # ---------------------------------------------------------------------------- loop helpers
@@ -292,5 +297,5 @@ def _stopped(say, stop: StopRequest, run: Run, state: TrainState, how: str = "sa
     return RunResult(run.run_dir, state, interrupted=stop.requested)
 
 
-__all__ = ["NonFiniteLossError", "Resume", "ResumeError", "RunResult", "TrainState", "load_resume", "make_run_dir",
+__all__ = ["NonFiniteLossError", "Resume", "ResumeError", "RunResult", "TrainState", "load_resume", "claim_run_dir",
            "resume_config", "train"]
