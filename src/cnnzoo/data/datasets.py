@@ -84,6 +84,8 @@ def _from_path(path: Path, spec: str) -> Source:
         if "/" not in spec and "." not in spec:
             raise _unknown(spec)
         raise DataError(f"dataset path {path} does not exist; check the path or use one of {', '.join(NAMES)}")
+    if not (path.is_dir() or path.is_file()):  # a device or a FIFO would be read forever
+        raise DataError(f"{path} is not a regular file or folder; give a folder or an archive of images")
     if (cspec := cifar.detect(path)) is not None:
         return Source("cifar", cspec.name, path, cspec)
     if idx.is_idx_folder(path):

@@ -9,7 +9,10 @@ names with an image extension are read, and files at the wrong depth are ignored
 
 from __future__ import annotations
 
+import logging
+import os
 import tarfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Iterator
@@ -20,6 +23,7 @@ import torch
 from ..errors import DataError
 from .decode import IMAGE_EXTENSIONS, Item, decode_many
 
+log = logging.getLogger(__name__)
 SPLIT_NAMES = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
 ARCHIVE_SUFFIXES = (".tar", ".tar.gz", ".tgz")
 
@@ -34,6 +38,13 @@ class Listing:
     files: list[str]
     dirs: set[str]
     others: dict[str, int] = field(default_factory=dict)  # folder -> count of non-image files
+    unsafe: int = 0  # archive members named absolutely or climbing out with "..": skipped
+
+
+def max_member_bytes() -> int:
+    """The largest archive member read as an image (CNNZOO_MAX_IMAGE_MB, default 256 MB): refused
+    by its declared size before anything is read, so a crafted archive cannot fill memory."""
+    return int(float(os.environ.get("CNNZOO_MAX_IMAGE_MB", "256")) * 2**20)
 
 
 def _is_image(name: str) -> bool:
@@ -68,23 +79,48 @@ def list_folder(root: Path) -> Listing:
 def iter_archive(path: Path, listing: Listing) -> Iterator[Item]:
     """Yield (name, bytes) of every image member in one sequential pass, filling `listing`.
 
-    Decoding starts on the first chunks while the rest of the archive is still being read.
+    Decoding starts on the first chunks while the rest of the archive is still being read. The
+    archive is read to the end of its compressed stream, so gzip's CRC is checked: a corrupt
+    archive is an error, never silently wrong pixels. Members with unsafe names are skipped and
+    counted; a member larger than `max_member_bytes()` is refused before it is read.
     """
+    limit = max_member_bytes()
     try:
         with tarfile.open(path, "r:*") as tar:
             for member in tar:
                 name = PurePosixPath(member.name).as_posix()  # also drops a leading "./"
                 if name == ".":
                     continue
-                if member.isdir():
+                if name.startswith("/") or ".." in PurePosixPath(name).parts:
+                    listing.unsafe += 1
+                elif member.isdir():
                     listing.dirs.add(name)
                     listing.dirs.update(_parents(name))
                 elif member.isfile():
                     _add(listing, name)
                     if _is_image(name):
+                        _check_size(member, path, limit)
                         yield name, tar.extractfile(member).read()
-    except (tarfile.TarError, EOFError, OSError) as err:
+            _drain(tar)
+        if listing.unsafe:
+            log.warning("skipped %d member(s) of %s named absolutely or with '..' (they would land outside it)",
+                        listing.unsafe, path)
+    except (tarfile.TarError, EOFError, OSError, zlib.error) as err:
         raise DataError(f"cannot read the archive {path}: {err}; check that it is a complete .tar or .tar.gz") from None
+
+
+def _check_size(member: tarfile.TarInfo, path: Path, limit: int) -> None:
+    if member.size > limit or member.issparse():
+        raise DataError(f"{path}: member {member.name} declares {member.size:,} bytes"
+                        f"{' (a sparse file)' if member.issparse() else ''}, more than the {limit:,}-byte limit per "
+                        "image; raise CNNZOO_MAX_IMAGE_MB if the archive is trusted")
+
+
+def _drain(tar: tarfile.TarFile) -> None:
+    """Read the compressed stream to its end: gzip checks its CRC and length only there."""
+    stream = tar.fileobj
+    while stream is not None and stream.read(1 << 20):
+        pass
 
 
 def image_files(path: Path) -> dict[str, Path | bytes]:
