@@ -1,4 +1,5 @@
-"""SIGINT / SIGTERM sent to a running `cnnzoo train`: a checkpoint, the resume command, exit 130 / 143."""
+"""SIGINT / SIGTERM / SIGHUP sent to a running `cnnzoo train`: a checkpoint, the resume command, exit
+130 / 143 / 129; during the final test, a stop within a batch and no partial test numbers."""
 
 from __future__ import annotations
 
@@ -42,7 +43,7 @@ def finish(proc: subprocess.Popen) -> tuple[int, str]:
     return proc.returncode, out
 
 
-@pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+@pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143), (signal.SIGHUP, 129)])
 def test_signal_saves_prints_resume_command_and_exits(tmp_path, sig, code):
     out = tmp_path / "run"
     proc = start(out)
@@ -78,3 +79,16 @@ def test_second_ctrl_c_exits_at_once_leaving_loadable_checkpoints(tmp_path):
         if (out / name).exists():
             torch.load(out / name, weights_only=True, map_location="cpu")
     assert not list(out.glob(".*.tmp-*"))  # no half-written temporary left behind
+
+
+def test_a_stop_during_the_final_test_exits_with_the_signal(tmp_path):
+    out = tmp_path / "run"
+    # One epoch, then a deliberately slow test (batch 1, twelve 4x-upscaled views per image).
+    proc = start(out, "--epochs", "1", "--set", "data.eval_batch_size=1", "--set", "eval.tta=multiscale",
+                 "--set", "eval.scales=[4,4,4,4,4,4,4,4,4,4,4,4]")
+    wait_for(proc, r"^test \d+/\d+")
+    proc.send_signal(signal.SIGTERM)
+    rc, text = finish(proc)
+    assert rc == 143, text
+    assert "stopped by SIGTERM during the final test" in text and f"cnnzoo eval {out / 'best.pt'}" in text
+    assert not (out / "test_metrics.json").exists() and "Traceback" not in text

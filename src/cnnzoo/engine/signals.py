@@ -1,8 +1,8 @@
-"""Stop on SIGINT/SIGTERM at the next safe point instead of dying mid-step.
+"""Stop on SIGINT/SIGTERM/SIGHUP at the next safe point instead of dying mid-step.
 
 The first signal only raises a flag: the trainer finishes the step it is in, saves a
 checkpoint, prints the command that resumes the run, and exits with 128 + the signal number
-(130 for Ctrl-C, 143 for SIGTERM). A second signal raises KeyboardInterrupt at once; a save
+(130 for Ctrl-C, 143 for SIGTERM, 129 for SIGHUP: a closed terminal or SSH session). A second signal raises KeyboardInterrupt at once; a save
 that it interrupts leaves the previous checkpoint in place (see checkpoint.atomic_save).
 """
 
@@ -13,7 +13,7 @@ import sys
 import threading
 from typing import Any
 
-SIGNALS = (signal.SIGINT, signal.SIGTERM)
+SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 class StopRequest:

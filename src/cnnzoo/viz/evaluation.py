@@ -67,28 +67,40 @@ def load_test_data(ckpt: dict) -> Any:
     return load_bundle(checkpoint_config(ckpt))
 
 
-def classifier_outputs(ckpt: dict, model: torch.nn.Module | None = None, bundle: Any = None,
-                       split: str = "test", batch_size: int = 256) -> ClassifierOutputs:
-    """Logits of the checkpoint's model (or `model`) on `split` of its dataset, on the model's device."""
-    from ..data.transforms import normalize
-    from ..engine.inference import model_from_checkpoint
+class _LogitsCollector:
+    """An evaluator that keeps every batch's logits and labels on the CPU."""
 
-    bundle = bundle if bundle is not None else load_test_data(ckpt)
-    images = getattr(bundle, split)
-    model = model if model is not None else model_from_checkpoint(ckpt)
-    device = next(model.parameters()).device
-    prep = ckpt["preprocessing"]
-    logits = []
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            for start in range(0, len(images), batch_size):
-                x = normalize(images.images[start:start + batch_size].to(device), prep["mean"], prep["std"])
-                logits.append(model(x).float().cpu())
-    finally:
-        model.train(was_training)
-    return ClassifierOutputs(images.images.cpu(), images.labels.cpu(), torch.cat(logits), list(ckpt["classes"]))
+    def __init__(self) -> None:
+        self.logits: list[torch.Tensor] = []
+
+    def update(self, model: torch.nn.Module, batch: tuple) -> None:
+        self.logits.append(model(batch[0]).float().cpu())
+
+    def compute(self) -> dict[str, float]:
+        return {}
+
+    def report(self) -> None:
+        return None
+
+
+def classifier_outputs(ckpt: dict, model: torch.nn.Module | None = None, split: str = "test") -> ClassifierOutputs:
+    """Logits of the checkpoint's model (or `model`) on `split` of its dataset, through the engine's
+    one evaluation path: the task's loader for that split, the run's precision and memory format."""
+    from ..engine.evaluate import run_evaluator
+    from ..engine.inference import checkpoint_config, model_from_checkpoint
+    from ..engine.progress import Progress
+    from ..engine.runtime import Runtime
+    from ..engine.task import DataMeta, get_task
+
+    cfg = checkpoint_config(ckpt)
+    runtime = Runtime.from_config(cfg.runtime, str(next(model.parameters()).device) if model is not None else None)
+    cfg = runtime.stamp(cfg)
+    loader, _ = get_task("classify").build_eval_data(cfg, DataMeta.from_dict(ckpt["meta"]), runtime.device,
+                                                      split=split)
+    model = model if model is not None else runtime.place(model_from_checkpoint(ckpt))
+    collector = run_evaluator(model, loader, _LogitsCollector(), runtime, Progress("off"), split)
+    return ClassifierOutputs(loader.images.cpu(), loader.labels.cpu(), torch.cat(collector.logits),
+                             list(ckpt["classes"]))
 
 
 def augmented_samples(ckpt: dict, bundle: Any, per_class: int = PER_CLASS_SAMPLES, seed: int = 0) -> Samples:
@@ -128,11 +140,6 @@ def _run_augment(cfg: Any, bundle: Any) -> Any:
     from .. import data
 
     r = cfg.regularization
-    if hasattr(data, "augment_policy"):
-        policy = data.augment_policy(bundle, crop_padding=r.crop_padding, hflip=r.hflip,
-                                     random_resized_crop=r.random_resized_crop)
-    else:  # before the engine refactor the policy lived in the classification task
-        from ..tasks.classification import augment_options
-
-        policy = augment_options(r, bundle)
+    policy = data.augment_policy(bundle, crop_padding=r.crop_padding, hflip=r.hflip,
+                                 random_resized_crop=r.random_resized_crop)
     return data.BatchAugment(mean=bundle.mean, std=bundle.std, **policy, cutout=r.cutout)

@@ -84,7 +84,7 @@ def report_inputs(run_dir: str | Path, *, model: torch.nn.Module | None = None,
     wanted = read_data or (read_data is None and (outputs is None or (samples is None and cheap)))
     bundle = load_test_data(ckpt) if wanted else None
     if outputs is None and bundle is not None and bundle.test is not None and len(bundle.test):
-        outputs = classifier_outputs(ckpt, model, bundle)
+        outputs = classifier_outputs(ckpt, model)
     if samples is None and bundle is not None:
         samples = augmented_samples(ckpt, bundle)
     note = "" if samples is not None else (
