@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import torch
 from torch import nn
@@ -24,13 +24,16 @@ from .task import DataMeta, Evaluator, get_task
 
 
 def run_evaluator(model: nn.Module, loader: Iterable, evaluator: Evaluator, runtime: Runtime, progress: Progress,
-                  desc: str) -> Evaluator:
-    """Update `evaluator` with every batch of `loader`; the model's train/eval mode is restored."""
+                  desc: str, *, stop: Callable[[], bool] | None = None) -> Evaluator:
+    """Update `evaluator` with every batch of `loader` (until `stop()` says so); the model's
+    train/eval mode is restored."""
     was_training = model.training
     model.eval()
     try:
         with torch.no_grad(), runtime.autocast():
             for batch in progress.wrap(loader, len(loader), desc):
+                if stop is not None and stop():
+                    break
                 evaluator.update(model, batch)
     finally:
         model.train(was_training)
@@ -38,9 +41,10 @@ def run_evaluator(model: nn.Module, loader: Iterable, evaluator: Evaluator, runt
 
 
 def evaluate(model: nn.Module, loader: Iterable, evaluator: Evaluator, runtime: Runtime, progress: Progress,
-             desc: str) -> dict[str, float]:
+             desc: str, *, stop: Callable[[], bool] | None = None) -> dict[str, float]:
     """The metrics of `evaluator` over `loader`, as floats."""
-    return {k: float(v) for k, v in run_evaluator(model, loader, evaluator, runtime, progress, desc).compute().items()}
+    evaluator = run_evaluator(model, loader, evaluator, runtime, progress, desc, stop=stop)
+    return {k: float(v) for k, v in evaluator.compute().items()}
 
 
 @dataclass

@@ -59,11 +59,14 @@ def test_line(which: str, epoch: int, chosen: dict, has_val: bool, test: dict[st
 
 def stopped(signum: int | None, run_dir: Path, step: int, how: str) -> str:
     """how: "saved" (a checkpoint of this step was written), "at_once" (a second signal), "early"
-    (a signal before the first step)."""
+    (a signal before the first step), "test" (during the final test, after training ended)."""
     name = signal.Signals(signum).name if signum else "signal"
     what = {"saved": f"stopped by {name}; checkpoint saved at step {step}",
             "at_once": f"stopped at once by a second {name}; the last complete checkpoint is kept",
-            "early": f"stopped by {name} before the first step"}[how]
+            "early": f"stopped by {name} before the first step",
+            "test": f"stopped by {name} during the final test; training is complete"}[how]
+    if how == "test":
+        return f"{what}. Test best.pt with:\n  cnnzoo eval {shlex.quote(str(run_dir / 'best.pt'))}"
     if (run_dir / "last.pt").exists():
         return f"{what}. Resume with:\n  cnnzoo train --resume {shlex.quote(str(run_dir))}"
     return f"{what}; nothing was saved"

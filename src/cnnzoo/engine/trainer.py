@@ -160,7 +160,9 @@ def train(cfg: Config, *, resume: Resume | None = None, progress: Progress | Non
         # ---- test once, with the weights chosen on validation
         result = RunResult(run_dir, state)
         if data.test is not None:
-            result.test = _final_test(say, run, compiled, data, runtime, progress)
+            result.test = _final_test(say, run, compiled, data, runtime, progress, stop=lambda: bool(stop.requested))
+            if stop.requested:  # the test was cut short: no numbers from part of the test set
+                return _stopped(say, stop, run, state, "test")
         else:
             say(f"no test split in {data.meta.dataset}: nothing was tested; best.pt is the best on validation")
         report.bad_images(say, data.meta)
@@ -236,14 +238,17 @@ def _to_host(values: dict) -> dict[str, float]:
     return {k: fetched[k] if k in fetched else float(v) for k, v in values.items()}
 
 
-def _final_test(say, run: Run, model: nn.Module, data: TaskData, runtime: Runtime,
-                progress: Progress) -> dict[str, float]:
-    """The single look at the test set, with best.pt (chosen on validation) when there is one."""
+def _final_test(say, run: Run, model: nn.Module, data: TaskData, runtime: Runtime, progress: Progress,
+                stop) -> dict[str, float] | None:
+    """The single look at the test set, with best.pt (chosen on validation) when there is one;
+    None when a signal stopped it."""
     which = "best.pt" if (run.run_dir / "best.pt").exists() else "last.pt"
     ckpt = load_checkpoint(run.run_dir / which)
     run.model.load_state_dict(ckpt["model"])
     evaluator = run.task.evaluator(run.cfg, data.meta, final=True)
-    test = evaluate(model, data.test, evaluator, runtime, progress, "test")
+    test = evaluate(model, data.test, evaluator, runtime, progress, "test", stop=stop)
+    if stop():
+        return None
     chosen = ckpt["state"]["best"] if which == "best.pt" else {}
     results = {"checkpoint": which, "epoch": ckpt["epoch"], "step": ckpt["step"],
                "selected_by": chosen.get("metric"), "selected_value": chosen.get("value"), "test": test}
