@@ -8,6 +8,7 @@ code from it) or a checkpoint written by `cnnzoo train --task denoise`.
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from ..errors import CnnzooError
 
@@ -30,6 +31,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--sets", help="test sets (sub-folders) to score, comma-separated (default: all but train*)")
     p.add_argument("--per-image", action="store_true", help="with --eval, one line per image")
     p.add_argument("--tile", type=int, default=1024, help="process images larger than this in tiles (default 1024)")
+    p.add_argument("--force", action="store_true", help="allow OUT to be the same file as IN (overwrite the input)")
     p.add_argument("--device", default="auto")
     p.add_argument("--trust-checkpoint", action="store_true",
                    help="allow pickled Python objects in a cnnzoo checkpoint (trusted files only)")
@@ -48,6 +50,8 @@ def run(args: argparse.Namespace) -> int:
         raise CnnzooError(f"--sigma must be >= 0, got {args.sigma}")
     if args.tile < 128:
         raise CnnzooError(f"--tile must be at least 128 pixels, got {args.tile}")
+    if args.output is not None:
+        check_output(args.input, args.output, args.force)
     model, description = load_denoiser(args.weights, trust=args.trust_checkpoint, device=resolve_device(args.device))
     print(f"model: {description}")
     return evaluate_sets(model, args) if args.eval is not None else denoise_file(model, args)
@@ -91,3 +95,14 @@ def evaluate_sets(model, args: argparse.Namespace) -> int:
     for line in report.lines(per_image=args.per_image):
         print(line)
     return 0
+
+
+def check_output(source: str, output: str, force: bool) -> None:
+    """Refuse, before any work, to overwrite the input or to write where nothing can be written."""
+    src, out = Path(source), Path(output)
+    if out.exists() and src.exists() and out.samefile(src) and not force:
+        raise CnnzooError(f"OUT {output} is the input image; choose another file, or pass --force to overwrite it")
+    if not out.parent.is_dir():
+        raise CnnzooError(f"cannot write {output}: the folder {out.parent} does not exist")
+    if out.is_dir():
+        raise CnnzooError(f"cannot write {output}: it is a folder; give a file name such as {out / 'denoised.png'}")

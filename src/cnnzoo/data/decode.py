@@ -46,11 +46,38 @@ def _scale_16bit(img: Image.Image) -> np.ndarray:
     return ((values * 255 + 32767) // 65535).astype(np.uint8)[..., None]
 
 
+def _scale_float(img: Image.Image) -> np.ndarray:
+    """A float image (TIFF mode F) in [0, 1] or [0, 255] as uint8; any other range is refused
+    rather than clipped to black or white."""
+    values = np.asarray(img, dtype=np.float64)
+    if not np.isfinite(values).all():
+        raise ValueError("float image with NaN or infinite pixels")
+    low, high = (float(values.min()), float(values.max())) if values.size else (0.0, 0.0)
+    if low < 0 or high > 255:
+        raise ValueError(f"float image with values in [{low:g}, {high:g}]; cnnzoo reads float images in [0, 1] "
+                         "or [0, 255]: rescale it first")
+    scale = 255.0 if high <= 1.0 else 1.0
+    return np.clip(np.rint(values * scale), 0, 255).astype(np.uint8)[..., None]
+
+
+def match_channels(array: np.ndarray, channels: int) -> np.ndarray:
+    """uint8 H x W x C with `channels` channels: colour to grey by ITU-R BT.601 luma (as Pillow's
+    convert("L")), grey to colour by repetition."""
+    if array.shape[2] == 3 and channels == 1:
+        grey = array.astype(np.float32) @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
+        return np.clip(np.round(grey), 0, 255).astype(np.uint8)[..., None]
+    if array.shape[2] == 1 and channels == 3:
+        return np.repeat(array, 3, axis=2)
+    return array
+
+
 def to_array(img: Image.Image) -> np.ndarray:
     """A decoded Pillow image as uint8 H x W x C, C = 1 for grey modes and 3 otherwise."""
     mode = img.mode
     if mode in _SIXTEEN_BIT:
         return _scale_16bit(img)
+    if mode == "F":
+        return _scale_float(img)
     if mode == "P":
         img = img.convert("RGBA" if "transparency" in img.info else "RGB")
     elif mode == "PA":

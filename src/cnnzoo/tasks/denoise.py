@@ -15,7 +15,6 @@ A source of clean images is a folder or a .tar/.tar.gz; test sets are its sub-fo
 
 from __future__ import annotations
 
-import io
 import json
 import math
 import os
@@ -24,13 +23,12 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, Iterator, Sequence
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
-from ..data.decode import IMAGE_EXTENSIONS
+from ..data.decode import IMAGE_EXTENSIONS, decode_image, match_channels
 from ..data.folder import image_files, is_archive
 from ..data.loader import derive_seed, epoch_permutation
 from ..errors import CnnzooError, DataError
@@ -117,17 +115,17 @@ def ssim(estimate: torch.Tensor, reference: torch.Tensor, data_range: float = 1.
 
 
 def load_image(source: str | os.PathLike | bytes, channels: int = 1) -> torch.Tensor:
-    """A (C, H, W) float image in [0, 1]: grey for channels=1, RGB for channels=3."""
+    """A (C, H, W) float image in [0, 1]: grey for channels=1, RGB for channels=3. Decoded as the
+    classification data is (cnnzoo.data.decode: 16-bit scaled, transparency composited on white,
+    float images scaled or refused), so both tasks see the same pixels."""
     if channels not in (1, 3):
         raise ValueError(f"channels must be 1 (grey) or 3 (RGB), got {channels}")
     try:
-        with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as img:
-            arr = np.asarray(img.convert("L" if channels == 1 else "RGB"))
-    except (OSError, ValueError) as err:
+        arr = match_channels(decode_image(source if isinstance(source, bytes) else str(source)), channels)
+    except (OSError, ValueError, SyntaxError) as err:
         name = "image bytes" if isinstance(source, bytes) else str(source)
         raise DenoiseDataError(f"cannot read {name}: {err}") from None
-    tensor = torch.from_numpy(arr.copy()).float().div_(255.0)
-    return tensor[None] if channels == 1 else tensor.permute(2, 0, 1).contiguous()
+    return torch.from_numpy(arr.copy()).float().div_(255.0).permute(2, 0, 1).contiguous()
 
 
 def save_image(image: torch.Tensor, path: str | os.PathLike) -> None:
