@@ -104,3 +104,22 @@ def test_devices_and_fifos_are_refused_at_once(tmp_path, kind):
                          capture_output=True, text=True, timeout=120, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert out.returncode == 2 and "is not a regular file or folder" in out.stderr, out.stderr
     assert time.monotonic() - started < 60 and "Traceback" not in out.stderr
+
+
+def test_an_edit_that_keeps_size_and_mtime_is_noticed(tmp_path):
+    folder = tmp_path / "imgs"
+    rng = np.random.default_rng(1)
+    for cls in ("a", "b"):
+        (folder / cls).mkdir(parents=True)
+        for i in range(4):
+            Image.fromarray(rng.integers(0, 256, (8, 8), dtype=np.uint8)).save(folder / cls / f"{i}.bmp")
+    first = load_dataset(str(folder), cache_dir=tmp_path / "cache")
+    assert load_dataset(str(folder), cache_dir=tmp_path / "cache").from_cache
+    target = folder / "a" / "0.bmp"
+    stat = target.stat()
+    data = bytearray(target.read_bytes())
+    data[-1] ^= 0xFF  # one pixel, same size (BMP), then the old timestamp put back
+    target.write_bytes(bytes(data))
+    os.utime(target, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    again = load_dataset(str(folder), cache_dir=tmp_path / "cache")
+    assert not again.from_cache and again.fingerprint != first.fingerprint
