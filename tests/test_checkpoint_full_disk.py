@@ -35,3 +35,24 @@ def test_full_disk_keeps_the_previous_checkpoint(tiny_disk):
     assert "previous checkpoint is intact" in str(info.value)
     assert load_checkpoint(path)["step"] == 1
     assert [p.name for p in tiny_disk.iterdir()] == ["last.pt"], "a temporary file was left on the full disk"
+
+
+def test_full_disk_while_caching_only_warns_and_leaves_nothing(tiny_disk, tmp_path, caplog):
+    import logging
+
+    import numpy as np
+    from PIL import Image
+
+    from cnnzoo.data import load_dataset
+
+    folder = tmp_path / "imgs"
+    rng = np.random.default_rng(0)
+    for cls in ("a", "b"):
+        (folder / cls).mkdir(parents=True)
+        for i in range(40):  # 80 x 3 x 96 x 96 bytes: about 2 MB of pixels, twice the disk
+            Image.fromarray(rng.integers(0, 256, (96, 96, 3), dtype=np.uint8)).save(folder / cls / f"{i}.png")
+    with caplog.at_level(logging.WARNING, logger="cnnzoo"):
+        bundle = load_dataset(str(folder), cache_dir=tiny_disk, num_workers=1)
+    assert "could not write the dataset cache" in caplog.text
+    assert sum(len(s) for s in (bundle.train, bundle.val, bundle.test) if s is not None) == 80
+    assert list(tiny_disk.iterdir()) == [], "a partial cache file was left on the full disk"

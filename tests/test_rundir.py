@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from cnnzoo.engine.checkpoint import _remove_stale_temporaries
+from cnnzoo._files import remove_stale_temporaries
 from cnnzoo.engine.rundir import locked, new_run_dir
 from conftest import REPO_ROOT
 
@@ -81,5 +81,5 @@ def test_only_a_dead_process_temporaries_are_removed(tmp_path):
     gone = tmp_path / f".last.pt.tmp-{dead.pid}"
     live.write_bytes(b"partial")
     gone.write_bytes(b"partial")
-    _remove_stale_temporaries(target)
+    remove_stale_temporaries(target)
     assert live.exists() and not gone.exists()

@@ -9,14 +9,16 @@ read with `torch.load(weights_only=True)`, which cannot run code from a tampered
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from .._files import remove_stale_temporaries, temporary_for
 
 CACHE_VERSION = 1
 
@@ -101,16 +103,16 @@ def save_cache(path: Path, payload: dict) -> None:
     payload = {k: ({s: {n: _own_storage(t) for n, t in v.items()} for s, v in payload[k].items()}
                    if k == "splits" else v) for k, v in payload.items()}
     payload["version"] = CACHE_VERSION
-    tmp = None
+    tmp = temporary_for(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-        with os.fdopen(fd, "wb") as f:
+        remove_stale_temporaries(path)  # left by a run killed while writing this cache
+        with open(tmp, "wb") as f:
             torch.save(payload, f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except OSError as err:
+    except (OSError, RuntimeError) as err:  # a full disk makes torch's zip writer raise RuntimeError
         log.warning("could not write the dataset cache %s (%s); the data will be decoded again next time", path, err)
-        if tmp and os.path.exists(tmp):
-            os.unlink(tmp)
+        with contextlib.suppress(OSError):
+            tmp.unlink()

@@ -23,8 +23,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from .._files import remove_stale_temporaries, temporary_for
 from ..errors import CnnzooError
-from .rundir import process_alive
 
 log = logging.getLogger(__name__)
 RESUME_CANDIDATES = ("last.pt", "last.prev.pt", "best.pt", "best.prev.pt")
@@ -46,8 +46,8 @@ def atomic_save(obj: Any, path: str | os.PathLike, *, keep_previous: bool = True
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    _remove_stale_temporaries(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    remove_stale_temporaries(path)
+    tmp = temporary_for(path)
     try:
         with open(tmp, "wb") as f:
             torch.save(obj, f)
@@ -85,17 +85,6 @@ def _link_replace(src: Path, dst: Path) -> None:
     except OSError:  # file systems without hard links: a copy is still atomic via the rename
         shutil.copyfile(src, tmp)
     os.replace(tmp, dst)
-
-
-def _remove_stale_temporaries(path: Path) -> None:
-    # Left behind by a process killed mid-save; never a complete checkpoint. A live process's
-    # temporary is its own business: only its owner removes it.
-    for stale in path.parent.glob(f".{path.name}.tmp-*"):
-        pid = stale.name.rsplit("-", 1)[-1]
-        if pid.isdigit() and int(pid) != os.getpid() and process_alive(int(pid)):
-            continue
-        with contextlib.suppress(OSError):
-            stale.unlink()
 
 
 def _fsync_dir(directory: Path) -> None:
