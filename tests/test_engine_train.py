@@ -158,13 +158,15 @@ def test_init_from_keeps_mismatched_classifier_fresh(run):
 
 
 def test_frozen_backbone_trains_only_the_classifier(tmp_path):
-    cfg = config_from_dict({"model": {"name": "resnet20_cifar", "freeze_backbone": True},
+    # freezing needs weights to freeze (model.pretrained or model.init_from): a seeded fresh model's
+    runtime_module.seed_everything(0)
+    start = create_model("resnet20_cifar", num_classes=10, in_chans=1).state_dict()
+    torch.save(start, tmp_path / "start.pt")
+    cfg = config_from_dict({"model": {"name": "resnet20_cifar", "freeze_backbone": True,
+                                      "init_from": str(tmp_path / "start.pt")},
                             "schedule": {"epochs": 1, "max_steps": 3},
                             "runtime": {"out": str(tmp_path / "r")}, "data": {"batch_size": 32}})
     result = train(cfg, progress=QUIET)
-    # the run seeds before building its model: the same seed rebuilds its starting weights
-    runtime_module.seed_everything(0)
-    start = create_model("resnet20_cifar", num_classes=10, in_chans=1).state_dict()
     end = torch.load(result.run_dir / "last.pt", weights_only=True, map_location="cpu")["model"]
     changed = {k for k in start if not torch.equal(start[k], end[k])}
     assert changed == {"head.fc.weight", "head.fc.bias"}  # BN running statistics included

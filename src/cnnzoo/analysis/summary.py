@@ -37,6 +37,7 @@ class ModelSummary:
     total_params: int = 0
     trainable_params: int = 0
     macs: int = 0
+    norm_statistics: int = 0  # BatchNorm running means and variances: buffers, not parameters
 
     @property
     def flops(self) -> int:
@@ -77,6 +78,7 @@ def summary(model: nn.Module, input_size: tuple[int, ...] | None = None, *, dept
         input_size=tuple(input_size), rows=rows,
         total_params=sum(p.numel() for p in params),
         trainable_params=sum(p.numel() for p in params if p.requires_grad),
+        norm_statistics=norm_statistics(model),
         macs=sum(counts.get("Global", {}).values()) // 2,
     )
 
@@ -161,8 +163,21 @@ def format_summary(s: ModelSummary) -> str:
         rule,
         f"Total params:          {s.total_params:,}",
         f"Trainable params:      {s.trainable_params:,}",
-        f"Non-trainable params:  {s.total_params - s.trainable_params:,}",
+        f"Non-trainable params:  {s.total_params - s.trainable_params:,}"
+        + ("  (frozen)" if s.total_params != s.trainable_params else ""),
         f"MACs:                  {s.macs:,}  ({s.macs / 1e6:,.2f} M)",
         f"FLOPs (= 2 x MACs):    {s.flops:,}  ({s.flops / 1e9:,.3f} G)",
     ]
+    if s.norm_statistics:
+        frozen = s.total_params - s.trainable_params
+        out += [f"BatchNorm statistics:  {s.norm_statistics:,}  (running means and variances: buffers, not parameters; "
+                f"Keras counts them as non-trainable params: {s.total_params + s.norm_statistics:,} in all, "
+                f"{frozen + s.norm_statistics:,} non-trainable)"]
     return "\n".join(out)
+
+
+def norm_statistics(model: nn.Module) -> int:
+    """Values in BatchNorm running means and variances (buffers updated in training mode, never
+    by the optimiser; the step counters are left out)."""
+    return sum(m.running_mean.numel() + m.running_var.numel() for m in model.modules()
+               if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.running_mean is not None)

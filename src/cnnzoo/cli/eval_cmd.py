@@ -21,7 +21,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "its run's final test used, so the numbers agree. Writes metrics.json (and for classifiers "
                     "per_class.csv and confusion.csv) to --out (default: next to the checkpoint).",
     )
-    p.add_argument("checkpoint", help="a checkpoint written by `cnnzoo train` (best.pt, last.pt)")
+    p.add_argument("checkpoint", nargs="?", help="a checkpoint written by `cnnzoo train` (best.pt, last.pt)")
+    p.add_argument("--weights", metavar="TAG_OR_FILE",
+                   help="instead of a checkpoint: published weights (a tag from `cnnzoo weights list` or a file such "
+                        "as akamaster's .th) for --model, with their preprocessing and class names; needs --data")
     p.add_argument("--data", help="dataset name or path (default: the one the checkpoint was trained on)")
     p.add_argument("--split", default="test", choices=("test", "val", "train"))
     p.add_argument("--tta", choices=TTA_MODES, help="test-time augmentation (default: the run's eval.tta)")
@@ -30,7 +33,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--image-size", type=int, help="resize the evaluated images to this size first")
     p.add_argument("--batch-size", type=int, help="default: the run's evaluation batch size")
     p.add_argument("--device", help="default: the run's device setting (auto: CUDA when there is one)")
-    p.add_argument("--model", help="refuse the checkpoint unless it holds this architecture")
+    p.add_argument("--model", help="with --weights: the architecture; else refuse the checkpoint unless it holds it")
     p.add_argument("--out", help="folder for the report files")
     p.add_argument("--trust-checkpoint", action="store_true",
                    help="allow pickled Python objects in the checkpoint (trusted files only)")
@@ -41,13 +44,19 @@ def run(args: argparse.Namespace) -> int:
     from ..engine.evaluate import evaluate_checkpoint
     from ..engine.inference import read_checkpoint
 
-    ckpt = read_checkpoint(args.checkpoint, trust=args.trust_checkpoint, expect_model=args.model)
     suffix = "" if args.tta in (None, "none") else f"-{args.tta}"
-    out = Path(args.out) if args.out else Path(args.checkpoint).parent / f"eval-{args.split}{suffix}"
-    result = evaluate_checkpoint(args.checkpoint, data=args.data, split=args.split, tta=args.tta,
+    if args.weights:
+        ckpt, source = weights_as_checkpoint(args), args.weights
+        out = Path(args.out) if args.out else Path("runs") / f"eval-{ckpt['model_name']}-{args.split}{suffix}"
+    elif args.checkpoint:
+        ckpt, source = read_checkpoint(args.checkpoint, trust=args.trust_checkpoint, expect_model=args.model), args.checkpoint
+        out = Path(args.out) if args.out else Path(args.checkpoint).parent / f"eval-{args.split}{suffix}"
+    else:
+        raise CnnzooError("give a CHECKPOINT, or --model NAME --weights TAG_OR_FILE --data DATA")
+    result = evaluate_checkpoint(source, data=args.data, split=args.split, tta=args.tta,
                                  crop_size=args.crop_size, scales=_scales(args.scales), batch_size=args.batch_size,
                                  device=args.device, image_size=args.image_size, out_dir=out, ckpt=ckpt)
-    print(f"checkpoint: {result.checkpoint} ({result.model})")
+    print(f"{'weights' if args.weights else 'checkpoint'}: {result.checkpoint} ({result.model})")
     if result.task == "classify":
         print_classification(result)
     else:
@@ -57,13 +66,27 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def weights_as_checkpoint(args: argparse.Namespace) -> dict:
+    """--weights: published weights as a checkpoint-like dict (cnnzoo.engine.weights_init)."""
+    from ..engine.weights_init import weights_checkpoint
+
+    if args.checkpoint:
+        raise CnnzooError("give either a CHECKPOINT or --weights, not both")
+    if not args.data:
+        raise CnnzooError("--weights needs --data: the images to evaluate on (class folders named as the weights' classes)")
+    return weights_checkpoint(args.weights, args.model, data=args.data, image_size=args.image_size)
+
+
 def print_classification(result) -> None:
     report = result.report
     print(f"data: {result.dataset}, {result.split} split, {report.images:,} images, TTA: {report.tta}")
     print(f"top-1 accuracy {100 * report.top1:.2f}%   top-5 accuracy {100 * report.top5:.2f}%   "
           f"loss {report.loss:.4f}")
-    rows = [[name, f"{n:,}", f"{100 * acc:.2f}%"] for name, n, acc in report.per_class]
+    rows = [[name, f"{n:,}", f"{100 * acc:.2f}%"] for name, n, acc in report.per_class if n]
     print(format_table(["class", "images", "accuracy"], rows, right_align={1, 2}))
+    absent = sum(1 for _, n, _ in report.per_class if not n)
+    if absent:
+        print(f"({absent} of the model's {len(report.per_class)} classes have no images in the data)")
 
 
 def _scales(text: str | None) -> list[float] | None:

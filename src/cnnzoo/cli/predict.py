@@ -12,8 +12,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Classify image files (folders are searched recursively) with the preprocessing stored "
                     "in the checkpoint.",
     )
-    p.add_argument("checkpoint", help="a checkpoint written by `cnnzoo train`")
-    p.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR")
+    p.add_argument("inputs", nargs="+", metavar="[CHECKPOINT] IMAGE_OR_DIR",
+                   help="a checkpoint written by `cnnzoo train`, then images (with --weights: images only)")
+    p.add_argument("--model", help="with --weights: the architecture (default: the tag's)")
+    p.add_argument("--weights", metavar="TAG_OR_FILE",
+                   help="published weights instead of a checkpoint (a tag or a file such as akamaster's .th): "
+                        "their preprocessing and class names are used")
     p.add_argument("--topk", type=int, default=5, help="classes to show per image (default 5)")
     p.add_argument("--device", default="auto")
     p.add_argument("--trust-checkpoint", action="store_true",
@@ -28,9 +32,20 @@ def run(args: argparse.Namespace) -> int:
         from ..errors import CnnzooError
 
         raise CnnzooError(f"--topk must be at least 1, got {args.topk}")
+    ckpt = None
+    if args.weights:
+        from ..engine.weights_init import weights_checkpoint
+
+        ckpt, checkpoint, inputs = weights_checkpoint(args.weights, args.model), args.weights, args.inputs
+    elif len(args.inputs) < 2:
+        from ..errors import CnnzooError
+
+        raise CnnzooError("give a CHECKPOINT and images, or --weights TAG_OR_FILE [--model NAME] and images")
+    else:
+        checkpoint, inputs = args.inputs[0], args.inputs[1:]
     failed = 0
-    for pred in predict_files(args.checkpoint, args.inputs, topk=args.topk, device=args.device,
-                              trust=args.trust_checkpoint):
+    for pred in predict_files(checkpoint, inputs, topk=args.topk, device=args.device, trust=args.trust_checkpoint,
+                              ckpt=ckpt):
         if pred.error:
             failed += 1
             print(f"{pred.path}: error: {pred.error}", file=sys.stderr)

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 import yaml
+from torch import nn
 
 from ..analysis.summary import summary
+from ..engine.optim import freeze_backbone
 from ..errors import CnnzooError
 from ..registry import create_model
 
@@ -14,7 +17,12 @@ from ..registry import create_model
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("summary", help="per-layer shapes, parameters and MACs",
                                    description="Per-layer output shapes, parameters and MACs, then totals (FLOPs = 2 x MACs).")
-    parser.add_argument("name", help="registered model name (see `cnnzoo list`)")
+    parser.add_argument("name", help="registered model name (see `cnnzoo list`), or a checkpoint of `cnnzoo train` "
+                                     "(shows what its run froze)")
+    parser.add_argument("--pretrained", metavar="TAG_OR_FILE",
+                        help="load published weights (the classifier re-made for --num-classes when it differs)")
+    parser.add_argument("--freeze-backbone", action="store_true",
+                        help="freeze everything but the classifier, as `cnnzoo train --freeze-backbone` does")
     parser.add_argument("--input-size", type=parse_size, metavar="C,H,W",
                         help="input size (default: the model's default input size)")
     parser.add_argument("--depth", type=int, metavar="N", help="show modules at most N levels deep (default: every layer)")
@@ -22,6 +30,26 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--model-arg", action="append", default=[], type=parse_model_arg, metavar="KEY=VALUE",
                         help="a model option, e.g. width_mult=0.5 or attn_layer=cbam (repeatable)")
     parser.set_defaults(func=run)
+
+
+def build(args: argparse.Namespace, in_chans: int | None) -> tuple[nn.Module, tuple[int, ...] | None]:
+    """(model, its run's input size or None) from a model name, published weights or a checkpoint."""
+    if Path(args.name).is_file():
+        from ..engine.inference import model_from_checkpoint, read_checkpoint
+
+        ckpt = read_checkpoint(args.name)
+        model = model_from_checkpoint(ckpt)
+        if ckpt["config"].get("model", {}).get("freeze_backbone"):
+            freeze_backbone(model)
+        return model, tuple(ckpt["meta"]["input_size"])
+    options = dict(num_classes=args.num_classes, in_chans=in_chans, **dict(args.model_arg))
+    if args.pretrained:
+        from ..weights import create_pretrained
+
+        model = create_pretrained(args.name, args.pretrained, **{k: v for k, v in options.items() if v is not None})
+        print(model.pretrained_loaded)
+        return model, None
+    return create_model(args.name, **options), None
 
 
 def parse_size(text: str) -> tuple[int, int, int]:
@@ -45,8 +73,10 @@ def run(args: argparse.Namespace) -> int:
     if args.depth is not None and args.depth < 1:
         raise CnnzooError("--depth must be at least 1")
     in_chans = args.input_size[0] if args.input_size else None
-    model = create_model(args.name, num_classes=args.num_classes, in_chans=in_chans, **dict(args.model_arg))
-    input_size = args.input_size or tuple(model.default_cfg["input_size"])
+    model, input_size = build(args, in_chans)
+    if args.freeze_backbone:
+        freeze_backbone(model)
+    input_size = args.input_size or input_size or tuple(model.default_cfg["input_size"])
     try:
         print(summary(model, input_size, depth=args.depth))
     except RuntimeError as err:  # e.g. an input too small for the network's downsampling

@@ -38,6 +38,7 @@ class ModelConfig:
     name: str = "lenet5"
     kwargs: dict[str, Any] = field(default_factory=dict)  # family options, e.g. {shortcut: B}
     init_from: str | None = None  # a checkpoint or weights file to start from (fine-tuning)
+    pretrained: str | None = None  # published weights: a tag (`cnnzoo weights list`) or a file
     freeze_backbone: bool = False  # train only the classifier; backbone BN statistics stay fixed
 
 
@@ -55,6 +56,9 @@ class DataConfig:
     on_bad_image: Literal["error", "skip"] = resumable("error")
     max_bad_images: int | float = resumable(0.01)  # a fraction (< 1) or a count of images that may be skipped
     download: bool = resumable(False)
+    # fine-tuning (model.pretrained / model.init_from): normalise with the weights' mean/std
+    # ("weights", as they were trained) or with the new data's ("dataset")
+    normalize: Literal["weights", "dataset"] = "weights"
 
 
 @dataclass
@@ -333,6 +337,11 @@ def validate(cfg: Config) -> Config:
     _check(bool(e.scales) and all(x > 0 for x in e.scales), "eval.scales", "must be positive numbers")
     if e.tta == "tencrop" and e.crop_size and d.image_size:
         check_crop(e.crop_size, (d.image_size, d.image_size), key="eval.crop_size")
+    m = cfg.model
+    _check(not (m.pretrained and m.init_from), "model.pretrained",
+           "choose either model.pretrained (published weights) or model.init_from (a checkpoint), not both")
+    _check(not m.freeze_backbone or bool(m.pretrained or m.init_from), "model.freeze_backbone",
+           "needs weights to freeze: give --pretrained TAG_OR_FILE or --init-from CHECKPOINT")
     _check_model_task(cfg, task.models_of)
     from_dict(task.Options or NoOptions, cfg.task_options, "task_options.")
     return cfg

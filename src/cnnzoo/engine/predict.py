@@ -63,11 +63,12 @@ def to_model_input(array: np.ndarray, in_chans: int, size: tuple[int, int]) -> t
 
 
 def predict_files(checkpoint: str | Path, inputs: Sequence[str | Path], *, topk: int = 5, batch_size: int = 64,
-                  device: str = "auto", trust: bool = False) -> list[Prediction]:
+                  device: str = "auto", trust: bool = False, ckpt: dict | None = None) -> list[Prediction]:
+    """`ckpt`: the checkpoint already read (or published weights as one, engine.weights_init)."""
     from ..data.decode import decode_image
     from ..data.transforms import normalize
 
-    ckpt = read_checkpoint(checkpoint, trust=trust)
+    ckpt = ckpt if ckpt is not None else read_checkpoint(checkpoint, trust=trust)
     if ckpt.get("task", "classify") != "classify":
         raise DataError(f"{checkpoint} is a {ckpt.get('task')!r} checkpoint; predict is for classifiers")
     files = image_files(inputs)

@@ -25,6 +25,7 @@ from ..engine.config import Config, ConfigError, check_crop
 from ..engine.metrics import confusion_matrix, topk_correct, write_confusion_csv
 from ..engine.task import DataMeta, LossFn, Task, TaskData, register_task
 from ..engine.tta import tta_logits
+from ..engine.weights_init import publisher_options, start_normalization
 from ..errors import DataError, UnknownOptionError
 from ..models.base import AuxLogits
 from ..registry import create_model, model_info
@@ -44,6 +45,11 @@ class ClassificationTask(Task):
     def build_data(self, cfg: Config, device: torch.device) -> TaskData:
         d, r = cfg.data, cfg.regularization
         bundle = load_bundle(cfg)
+        stats = start_normalization(cfg, int(bundle.input_size[0]))
+        normalized_by = ""
+        if stats is not None:  # fine-tuning: normalise as the weights were trained (data.normalize)
+            bundle = dataclasses.replace(bundle, mean=stats[0], std=stats[1])
+            normalized_by = stats[2]
         policy = augment_policy(bundle, crop_padding=r.crop_padding, hflip=r.hflip,
                                 random_resized_crop=r.random_resized_crop)
         augment = BatchAugment(mean=bundle.mean, std=bundle.std, **policy, cutout=r.cutout,
@@ -54,12 +60,11 @@ class ClassificationTask(Task):
         val = eval_loader(bundle.val, cfg, bundle.mean, bundle.std, device) if len(bundle.val) else None
         test = (eval_loader(bundle.test, cfg, bundle.mean, bundle.std, device)
                 if bundle.test is not None and len(bundle.test) else None)
-        return TaskData(train, val, test, meta=dataset_meta(bundle))
+        return TaskData(train, val, test, meta=dataset_meta(bundle, normalized_by=normalized_by))
 
     def build_eval_data(self, cfg: Config, meta: DataMeta, device: torch.device, *, dataset: str | None = None,
                         split: str = "test") -> tuple[Iterable, str]:
-        bundle = load_bundle(cfg, dataset=dataset)
-        check_same_classes(meta, bundle)
+        bundle = match_classes(meta, load_bundle(cfg, dataset=dataset))
         images = {"test": bundle.test, "val": bundle.val, "train": bundle.train}.get(split)
         if images is None or len(images) == 0:
             others = [k for k in ("test", "val", "train") if getattr(bundle, k) is not None and len(getattr(bundle, k))]
@@ -190,16 +195,35 @@ def eval_loader(images: ImageSplit, cfg: Config, mean, std, device: torch.device
                         channels_last=bool(cfg.runtime.channels_last))
 
 
-def dataset_meta(bundle: DatasetBundle) -> DataMeta:
-    """What a checkpoint remembers about its data."""
+def dataset_meta(bundle: DatasetBundle, *, normalized_by: str = "") -> DataMeta:
+    """What a checkpoint remembers about its data (mean/std: the ones its loaders normalise with,
+    the dataset's or, when fine-tuning, those of the weights named by `normalized_by`)."""
+    details = f"{len(bundle.classes)} classes" + (f", mean/std of {normalized_by}" if normalized_by else "")
     return DataMeta(
         dataset=bundle.name, fingerprint=bundle.fingerprint, in_chans=int(bundle.input_size[0]),
         input_size=tuple(int(v) for v in bundle.input_size), mean=tuple(float(v) for v in bundle.mean),
         std=tuple(float(v) for v in bundle.std), classes=tuple(bundle.classes),
         sizes={"train": len(bundle.train), "val": len(bundle.val),
                "test": len(bundle.test) if bundle.test is not None else 0},
-        details=f"{len(bundle.classes)} classes", bad_images=tuple((str(p), str(r)) for p, r in bundle.bad_images),
+        details=details, bad_images=tuple((str(p), str(r)) for p, r in bundle.bad_images),
     )
+
+
+def match_classes(meta: DataMeta, bundle: DatasetBundle) -> DatasetBundle:
+    """The bundle with its labels numbered as the model's classes: unchanged when the names are
+    the same; relabelled by name when the data's classes are some of the model's (a folder of a
+    few ImageNet classes for ImageNet weights); otherwise a DataError naming the difference."""
+    trained, given = list(meta.classes), list(bundle.classes)
+    if trained == given or not set(given) <= set(trained):
+        check_same_classes(meta, bundle)
+        return bundle
+    check_same_classes(meta, dataclasses.replace(bundle, classes=trained))  # the channel check
+    index = torch.tensor([trained.index(name) for name in given])
+    splits = {k: getattr(bundle, k) for k in ("train", "val", "test")}
+    relabelled = {k: None if s is None else dataclasses.replace(s, labels=index[s.labels.long()].to(s.labels.dtype))
+                  for k, s in splits.items()}
+    log.info("%s: %d classes matched by name to the model's %d", bundle.name, len(given), len(trained))
+    return dataclasses.replace(bundle, classes=trained, **relabelled)
 
 
 def check_same_classes(meta: DataMeta, bundle: DatasetBundle) -> None:
@@ -220,7 +244,7 @@ def check_same_classes(meta: DataMeta, bundle: DatasetBundle) -> None:
 def build_classifier(cfg: Config, meta: DataMeta) -> nn.Module:
     """cfg.model.name for meta's channels and classes, with the regularisers it takes."""
     r = cfg.regularization
-    options = dict(cfg.model.kwargs)
+    options = {**publisher_options(cfg), **cfg.model.kwargs}  # e.g. ReLU6 for timm's MobileNet V1 weights
     for key in ("drop_rate", "drop_path_rate"):
         if getattr(r, key) is not None:
             options[key] = getattr(r, key)

@@ -10,10 +10,11 @@ from .catalogue import ENTRIES, default_weights, get_weights, list_weights
 from .classes import class_names
 from .entry import Preprocessing, WeightsEntry, WeightsError
 from .hub import cache_dir, cached_path, download, is_cached
-from .loading import Loaded, build_model_for, load_pretrained, read_state_file, resolve
+from .loading import (Loaded, adapt_input_conv, build_model_for, create_pretrained, entry_for, load_pretrained,
+                      read_state_file, resolve)
 
 __all__ = [
-    "ENTRIES", "Loaded", "Preprocessing", "WeightsEntry", "WeightsError", "build_model_for", "cache_dir",
-    "cached_path", "class_names", "default_weights", "download", "get_weights", "is_cached", "list_weights",
-    "load_pretrained", "read_state_file", "resolve",
+    "ENTRIES", "Loaded", "Preprocessing", "WeightsEntry", "WeightsError", "adapt_input_conv", "build_model_for",
+    "cache_dir", "cached_path", "class_names", "create_pretrained", "default_weights", "download", "entry_for",
+    "get_weights", "is_cached", "list_weights", "load_pretrained", "read_state_file", "resolve",
 ]

@@ -9,11 +9,16 @@ and class names are stamped on the model (`model.pretrained_cfg`, `model.default
 `predict`/`eval` resize and normalise as the publisher did.
 
 `head="drop"` loads everything but the classifier(s), for a model re-made for another class
-count (fine-tuning); the keys left freshly initialised are returned.
+count (fine-tuning); `head="auto"` keeps the classifier when its shape fits and drops it
+otherwise; the keys left freshly initialised are returned. A model with another number of
+input channels than the weights gets its first convolution adapted as timm's
+`adapt_input_conv` does: summed over the RGB filters for one channel, else the RGB filters
+repeated and scaled by 3 / channels.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import pickle
 from dataclasses import dataclass, field
@@ -34,6 +39,8 @@ from .entry import WeightsEntry, WeightsError
 from .hub import file_sha256, require_cached
 from .safe_unpickle import ModuleStub, safe_load
 
+log = logging.getLogger(__name__)
+
 @dataclass(frozen=True)
 class Loaded:
     """What `load_pretrained` did: `str()` is the one-line description."""
@@ -42,6 +49,7 @@ class Loaded:
     entry: WeightsEntry | None
     path: Path
     fresh_keys: tuple[str, ...] = field(default=())
+    adapted_keys: tuple[str, ...] = field(default=())  # first conv adapted to another channel count
 
     def __str__(self) -> str:
         return self.description
@@ -68,6 +76,22 @@ def resolve(spec: Any, arch: str | None = None) -> tuple[WeightsEntry | None, Pa
 
 
 _SUFFIXES = {"pth", "pt", "th", "bin", "safetensors", "ckpt"}
+
+
+def entry_for(spec: Any, arch: str | None = None) -> WeightsEntry | None:
+    """The entry a spec names, without needing its file: a tag, `True` (arch's default), an
+    entry, or a file known by its name (or size and hash); None for a file of unknown origin."""
+    if isinstance(spec, WeightsEntry):
+        return spec
+    if spec is True:
+        if arch is None:
+            raise WeightsError("pretrained=True needs the architecture's name")
+        return default_weights(arch)
+    if isinstance(spec, (str, os.PathLike)) and Path(spec).is_file():
+        return _entry_for_file(Path(spec), arch)
+    if isinstance(spec, str) and "." in spec and "/" not in spec and Path(spec).suffix.lstrip(".") not in _SUFFIXES:
+        return get_weights(spec)
+    raise WeightsError(f"{spec}: no such weights file or tag (tags: `cnnzoo weights list`)")
 
 
 def _entry_for_file(path: Path, arch: str | None) -> WeightsEntry | None:
@@ -114,8 +138,10 @@ def _unwrap(obj: Any, path: Path) -> State | ModuleStub:
 
 
 def convert_state(raw: State | ModuleStub, arch: str, *, source: str | None, expected: Mapping[str, torch.Tensor],
-                  what: str) -> tuple[State, str]:
-    """(cnnzoo-named tensors, the source used); `source=None` detects it from the keys."""
+                  what: str, loose: frozenset[str] = frozenset()) -> tuple[State, str]:
+    """(cnnzoo-named tensors, the source used); `source=None` detects it from the keys (the
+    names must fit exactly; shapes too, except for the `loose` keys (a classifier that may be
+    re-made) and a first convolution for another number of input channels)."""
     if isinstance(raw, ModuleStub):
         if not is_official_dncnn(raw):
             raise WeightsError(f"{what}: a pickled {raw.qualname} module, not a state dict")
@@ -132,7 +158,7 @@ def convert_state(raw: State | ModuleStub, arch: str, *, source: str | None, exp
     for candidate in candidates:
         state = akamaster.convert_state_dict(raw) if candidate == "akamaster" else converter_for(candidate, family)(raw)
         state = _fill_counters(state, expected)
-        problems = state_problems(expected, state)
+        problems = state_problems(_loosened(expected, state, loose), state)
         if not problems:
             return state, candidate
         best = best or (candidate, problems)
@@ -145,6 +171,31 @@ def _fill_counters(state: State, expected: Mapping[str, torch.Tensor]) -> State:
     matters with momentum=None; take the model's own where the file has none."""
     missing = {k: expected[k] for k in expected if k.endswith("num_batches_tracked") and k not in state}
     return {**state, **missing}
+
+
+def _loosened(expected: Mapping[str, torch.Tensor], state: State, loose: frozenset[str]) -> Mapping[str, torch.Tensor]:
+    """`expected` with the shapes of `loose` keys and adaptable input convolutions taken from `state`."""
+    out = dict(expected)
+    for key, value in state.items():
+        if key in out and (key in loose or _adaptable(out[key], value)):
+            out[key] = value
+    return out
+
+
+def _adaptable(want: torch.Tensor, have: torch.Tensor) -> bool:
+    """A conv weight that differs only in its input channels, from 3 (RGB) to any other count."""
+    return (want.ndim == 4 and have.ndim == 4 and have.shape[1] == 3 and want.shape[1] != 3
+            and want.shape[0] == have.shape[0] and want.shape[2:] == have.shape[2:])
+
+
+def adapt_input_conv(in_chans: int, weight: torch.Tensor) -> torch.Tensor:
+    """An RGB first-layer filter bank for `in_chans` input channels, as timm's `adapt_input_conv`:
+    summed over R, G, B for one channel (a grey image through the summed filter gives what the
+    RGB filters give on that grey image repeated three times); else repeated and scaled by 3/in_chans."""
+    if in_chans == 1:
+        return weight.sum(dim=1, keepdim=True)
+    repeat = -(-in_chans // 3)
+    return (weight.repeat(1, repeat, 1, 1)[:, :in_chans] * (3 / in_chans)).to(weight.dtype)
 
 
 def classifier_keys(model: nn.Module) -> set[str]:
@@ -181,42 +232,76 @@ def load_pretrained(model: nn.Module, spec: Any, *, arch: str, head: str = "keep
     """Load weights into `model` strictly and stamp their preprocessing and class names on it.
 
     `head="keep"`: every tensor must fit. `head="drop"`: the classifier(s) are left as the
-    model has them (for another class count) and named in `Loaded.fresh_keys`.
+    model has them (for another class count) and named in `Loaded.fresh_keys`. `head="auto"`:
+    keep the classifier when its shapes fit, else drop it. A first convolution made for
+    another number of input channels is adapted (`adapt_input_conv`), named in `adapted_keys`.
     """
-    if head not in ("keep", "drop"):
-        raise WeightsError(f"head must be 'keep' or 'drop', got {head!r}")
+    if head not in ("keep", "drop", "auto"):
+        raise WeightsError(f"head must be 'keep', 'drop' or 'auto', got {head!r}")
     entry, path = resolve(spec, arch)
     if entry is not None and entry.architecture != arch:
         raise WeightsError(f"{entry.tag} is for {entry.architecture}, not {arch}")
     if entry is not None:
         _check_conventions(model, entry)
     expected = model.state_dict()
-    fresh = sorted(classifier_keys(model)) if head == "drop" else []
-    kept = {k: v for k, v in expected.items() if k not in fresh}
+    heads = classifier_keys(model)
     raw, _meta = read_state_file(path)
-    state, used = convert_state(raw, arch, source=entry.source if entry else source, expected=expected, what=str(path))
-    state = {k: v for k, v in _fill_counters(state, expected).items() if k not in fresh}
-    check_state(kept, state, f"{path} as {arch}")
+    state, used = convert_state(raw, arch, source=entry.source if entry else source, expected=expected, what=str(path),
+                                loose=frozenset(heads) if head != "keep" else frozenset())
+    state = _fill_counters(state, expected)
+    if head == "auto":
+        head = "drop" if any(k in state and state[k].shape != expected[k].shape for k in heads) else "keep"
+    fresh = sorted(heads) if head == "drop" else []
+    adapted = sorted(k for k, v in state.items() if k in expected and k not in fresh and _adaptable(expected[k], v))
+    state = {k: adapt_input_conv(expected[k].shape[1], v) if k in adapted else v
+             for k, v in state.items() if k not in fresh}
+    check_state({k: v for k, v in expected.items() if k not in fresh}, state, f"{path} as {arch}")
     model.load_state_dict({**state, **{k: expected[k] for k in fresh}}, strict=True)
-    stamp(model, entry, path)
-    return Loaded(_describe(entry, path, used, fresh), entry, path, tuple(fresh))
+    stamp(model, entry, path, head_fresh=bool(fresh))
+    return Loaded(_describe(entry, path, used, fresh, adapted, expected), entry, path, tuple(fresh), tuple(adapted))
 
 
-def _describe(entry: WeightsEntry | None, path: Path, source: str, fresh: list[str]) -> str:
+def create_pretrained(name: str, pretrained: Any = True, **kwargs: Any) -> nn.Module:
+    """`create_model(name, **kwargs)` with published weights loaded (a tag, True for the default
+    tag, or a file), built with the publisher's conventions. Another `num_classes` than the
+    weights' leaves the classifier freshly initialised; the one-line description is logged
+    and kept as `model.pretrained_loaded`."""
+    entry = entry_for(pretrained, name)
+    if entry is not None and entry.architecture != name:
+        raise WeightsError(f"{entry.tag} is for {entry.architecture}, not {name}")
+    model = create_model(name, **{**(dict(entry.model_args) if entry else {}), **kwargs})
+    loaded = load_pretrained(model, pretrained, arch=name, head="auto")
+    model.pretrained_loaded = str(loaded)
+    log.info("%s", loaded)
+    return model
+
+
+def _describe(entry: WeightsEntry | None, path: Path, source: str, fresh: list[str], adapted: list[str] = (),
+              expected: Mapping[str, torch.Tensor] | None = None) -> str:
     what = f"{entry.tag} ({entry.source}" + (f", top-1 {entry.top1:.2f}%" if entry.top1 else "") + ")" if entry else f"{source} names"
     line = f"weights: {path.name}: {what}"
+    if adapted and expected is not None:
+        line += (f"; {', '.join(adapted)} adapted from 3 to {expected[adapted[0]].shape[1]} input channel(s) "
+                 "(RGB filters summed)" if expected[adapted[0]].shape[1] == 1 else
+                 f"; {', '.join(adapted)} adapted from 3 to {expected[adapted[0]].shape[1]} input channels")
     return line + (f"; classifier left fresh ({len(fresh)} tensors)" if fresh else "")
 
 
-def stamp(model: nn.Module, entry: WeightsEntry | None, path: Path) -> None:
-    """Record the weights' preprocessing and class names on the model."""
+def stamp(model: nn.Module, entry: WeightsEntry | None, path: Path, *, head_fresh: bool = False) -> None:
+    """Record the weights' preprocessing and class names on the model (no class names when the
+    classifier was left fresh; for a model with another channel count than the weights', the
+    input size takes its channels and a one-channel model the mean of the RGB mean/std)."""
     cfg = getattr(model, "default_cfg", None) or {}
     pre = entry.preprocessing if entry else None
     values = dict(
         mean=tuple(pre.mean), std=tuple(pre.std), input_size=tuple(pre.input_size), crop_pct=pre.crop_pct,
         interpolation=pre.interpolation,
     ) if pre else {k: cfg[k] for k in ("mean", "std", "input_size", "crop_pct", "interpolation") if k in cfg}
-    classes = class_names(entry.classes) if entry and entry.classes else None
+    in_chans = getattr(model, "in_chans", None)
+    if pre and in_chans and in_chans != len(pre.mean):
+        values.update(mean=channel_stats(pre.mean, in_chans), std=channel_stats(pre.std, in_chans),
+                      input_size=(in_chans, *tuple(pre.input_size)[1:]))
+    classes = class_names(entry.classes) if entry and entry.classes and not head_fresh else None
     model.pretrained_cfg = dict(tag=entry.tag if entry else str(path), classes=classes, **values)
     if pre is None:
         return
@@ -224,3 +309,11 @@ def stamp(model: nn.Module, entry: WeightsEntry | None, path: Path) -> None:
         model.default_cfg = cfg.replace(**values)
     else:
         model.default_cfg = {**cfg, **values}
+
+
+def channel_stats(values: tuple[float, ...], in_chans: int) -> tuple[float, ...]:
+    """Per-channel statistics for another channel count: the mean of the given ones (as the
+    registry does for a model made with another `in_chans`)."""
+    if in_chans == len(values):
+        return tuple(values)
+    return (sum(values) / len(values),) * in_chans
