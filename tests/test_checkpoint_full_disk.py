@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
+import sys
 
 import pytest
 import torch
@@ -11,13 +13,12 @@ import torch
 from cnnzoo.engine.checkpoint import CheckpointError, atomic_save, load_checkpoint
 
 
-@pytest.fixture
-def tiny_disk(tmp_path):
-    mount_point = tmp_path / "tiny"
+@contextlib.contextmanager
+def small_tmpfs(mount_point, size: str):
     mount_point.mkdir()
     if os.geteuid() != 0:
         pytest.skip("mounting a small tmpfs needs root")
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount_point)],
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mount_point)],
                              capture_output=True, text=True)
     if mounted.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
@@ -25,6 +26,12 @@ def tiny_disk(tmp_path):
         yield mount_point
     finally:
         subprocess.run(["umount", str(mount_point)], check=False)
+
+
+@pytest.fixture
+def tiny_disk(tmp_path):
+    with small_tmpfs(tmp_path / "tiny", "1m") as mount_point:
+        yield mount_point
 
 
 def test_full_disk_keeps_the_previous_checkpoint(tiny_disk):
@@ -56,3 +63,25 @@ def test_full_disk_while_caching_only_warns_and_leaves_nothing(tiny_disk, tmp_pa
     assert "could not write the dataset cache" in caplog.text
     assert sum(len(s) for s in (bundle.train, bundle.val, bundle.test) if s is not None) == 80
     assert list(tiny_disk.iterdir()) == [], "a partial cache file was left on the full disk"
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    with small_tmpfs(tmp_path / "small", "2m") as mount_point:
+        yield mount_point
+
+
+def test_full_disk_during_training_stops_with_the_resume_command(small_disk):
+    # LeNet-5's checkpoint (weights + momentum) is ~0.5 MB: best.pt and last.pt fit on the 2 MiB
+    # disk, their next versions (the replaced ones kept as *.prev.pt) do not.
+    run = small_disk / "run"
+    out = subprocess.run([sys.executable, "-m", "cnnzoo", "train", "--epochs", "5", "--out", str(run),
+                          "--progress", "off", "--set", "runtime.tensorboard=false"], capture_output=True, text=True,
+                         timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert out.returncode == 1, out.stderr
+    last = out.stderr.strip().splitlines()[-1]
+    assert last.startswith("cnnzoo train: stopped: could not write to") and "Traceback" not in out.stderr
+    assert f"cnnzoo train --resume {run}" in last and "last good checkpoint is kept" in last
+    ckpt = load_checkpoint(run / "last.pt")
+    assert ckpt["epoch"] >= 1
+    assert not [p.name for p in run.iterdir() if ".tmp" in p.name], "temporaries left on the full disk"

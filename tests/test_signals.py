@@ -92,3 +92,29 @@ def test_a_stop_during_the_final_test_exits_with_the_signal(tmp_path):
     assert rc == 143, text
     assert "stopped by SIGTERM during the final test" in text and f"cnnzoo eval {out / 'best.pt'}" in text
     assert not (out / "test_metrics.json").exists() and "Traceback" not in text
+
+
+def _children(pid: int) -> list[int]:
+    path = Path(f"/proc/{pid}/task/{pid}/children")
+    return [int(c) for c in path.read_text().split()] if path.exists() else []
+
+
+@pytest.mark.parametrize("sig, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_a_stop_while_decoding_stops_within_seconds_and_says_so_once(tmp_path, shared_dir, sig, code):
+    # Decoding CIFAR-10 (JPEG)'s 60,000 images takes tens of seconds here: stop it in the middle.
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "cnnzoo", "train", "--data",
+                             str(shared_dir / "data" / "cifar10-jpg.tar.gz"), "--model", "resnet20_cifar",
+                             "--set", f"data.cache_dir={tmp_path / 'cache'}", "--out", str(tmp_path / "run")],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=tmp_path)
+    deadline = time.monotonic() + 90
+    while len(_children(proc.pid)) < 2 and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.2)  # until the decoding workers run
+    time.sleep(1.0)
+    sent = time.monotonic()
+    proc.send_signal(sig)
+    rc, text = finish(proc)
+    assert rc == code, text
+    assert time.monotonic() - sent < 20, "the decode was not cut short"
+    assert text.count(signal.Signals(sig).name) == 1 and "before training started" in text, text
+    assert "Traceback" not in text and not list(tmp_path.glob("cache/*.pt"))

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import signal
 import sys
 
 import yaml
@@ -18,6 +19,7 @@ from ..engine.config import (Config, ConfigError, config_from_dict, config_to_di
 FLAG_KEYS = {
     "task": "task",
     "model": "model.name", "init_from": "model.init_from", "freeze_backbone": "model.freeze_backbone",
+    "pretrained": "model.pretrained", "normalize": "data.normalize",
     "data": "data.dataset", "batch_size": "data.batch_size", "image_size": "data.image_size",
     "val_fraction": "data.val_fraction", "workers": "data.num_workers", "on_bad_image": "data.on_bad_image",
     "download": "data.download",
@@ -59,7 +61,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     g.add_argument("--on-bad-image", help="error (default) or skip unreadable images")
     g.add_argument("--download", action="store_true", default=None, help="download CIFAR if it is not found")
     g.add_argument("--init-from", metavar="CKPT", help="start from these weights (fine-tuning)")
-    g.add_argument("--freeze-backbone", action="store_true", default=None, help="train only the classifier")
+    g.add_argument("--pretrained", metavar="TAG_OR_FILE",
+                   help="start from published weights (a tag from `cnnzoo weights list`, or a file); the classifier "
+                        "is re-made when the data has another number of classes")
+    g.add_argument("--freeze-backbone", action="store_true", default=None,
+                   help="train only the classifier; backbone BatchNorm statistics stay fixed (needs --pretrained "
+                        "or --init-from)")
+    g.add_argument("--normalize", choices=("weights", "dataset"),
+                   help="with --pretrained/--init-from: normalise with the weights' mean/std (default) or the data's")
     g = p.add_argument_group("optimisation")
     g.add_argument("--epochs", type=int)
     g.add_argument("--max-steps", type=int, help="stop after this many optimiser steps")
@@ -136,7 +145,7 @@ def apply_task_defaults(raw: dict, task) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..engine.resume import NonFiniteLossError
+    from ..engine.resume import RunFailure
     from ..engine.trainer import train
 
     cfg, resume = build_config(args)
@@ -145,12 +154,14 @@ def run(args: argparse.Namespace) -> int:
         return 0
     try:
         result = train(cfg, resume=resume)
-    except NonFiniteLossError as err:
+    except RunFailure as err:  # a failure at run time, not bad input
         print(f"cnnzoo train: stopped: {err}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:  # a second Ctrl-C outside the training loop (loading data, testing)
-        print("cnnzoo train: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as err:  # before training started, or a second Ctrl-C
+        signum = getattr(err, "signum", signal.SIGINT)
+        when = " before training started; nothing was saved" if hasattr(err, "signum") else ""
+        print(f"cnnzoo train: stopped by {signal.Signals(signum).name}{when}", file=sys.stderr)
+        return 128 + signum
     return result.exit_code
 
 

@@ -18,6 +18,7 @@ import io
 import math
 import multiprocessing
 import os
+import signal
 import sys
 import warnings
 from concurrent.futures import ProcessPoolExecutor
@@ -163,7 +164,14 @@ def _pool(num_workers: int) -> ProcessPoolExecutor:
     # Python 3.12+ warns that forking a process with threads (torch's pool) may deadlock; that
     # risk is in locks the children would take, and Pillow/numpy take none of torch's.
     ctx = multiprocessing.get_context("fork") if sys.platform.startswith("linux") else None
-    return ProcessPoolExecutor(num_workers, mp_context=ctx)
+    return ProcessPoolExecutor(num_workers, mp_context=ctx, initializer=_leave_signals_to_the_parent)
+
+
+def _leave_signals_to_the_parent() -> None:
+    # A Ctrl-C reaches the whole process group: the parent stops the pool, and the workers must
+    # neither print the parent's message nor die with tracebacks of their own.
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_IGN)
 
 
 def decode_many(items: Iterable[Item], *, size: int | None = None, num_workers: int = 2,

@@ -15,6 +15,8 @@ from typing import Any
 
 import torch
 
+from .._files import temporary_for
+
 
 class RunningMean:
     """Batch-size-weighted means of named metrics; its state is plain floats (checkpointable)."""
@@ -91,9 +93,13 @@ class RunLog:
         writer.writeheader()
         for row in self.history:
             writer.writerow({k: _csv_value(v) for k, v in row.items()})
-        tmp = self.path.with_suffix(".csv.tmp")
-        tmp.write_text(buffer.getvalue())
-        os.replace(tmp, self.path)
+        tmp = temporary_for(self.path)
+        try:
+            tmp.write_text(buffer.getvalue())
+            os.replace(tmp, self.path)
+        except OSError:
+            tmp.unlink(missing_ok=True)
+            raise
 
     def close(self) -> None:
         if self.writer is not None:

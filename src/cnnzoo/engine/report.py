@@ -13,6 +13,7 @@ from typing import Any, Callable
 
 from torch import nn
 
+from ..analysis.summary import norm_statistics
 from .config import Config
 from .progress import format_metric
 from .task import DataMeta
@@ -26,7 +27,12 @@ def describe_run(say: Say, cfg: Config, meta: DataMeta, model: nn.Module, run_di
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     say(f"run directory: {run_dir}")
     say(f"data: {meta.describe()}")
-    frozen = f" ({trainable:,} trainable)" if trainable != params else ""
+    frozen = ""
+    if trainable != params:
+        stats = norm_statistics(model)
+        frozen = (f": {trainable:,} trainable, {params - trainable:,} frozen" +
+                  (f" (+ {stats:,} BatchNorm running statistics, buffers rather than parameters, also fixed)"
+                   if stats else ""))
     say(f"model: {cfg.model.name}, {params:,} parameters{frozen}")
     say(f"training: {cfg.schedule.epochs} epochs x {steps_per_epoch} steps, {cfg.optim.name} lr {cfg.optim.lr:g}, "
         f"{cfg.schedule.name} schedule, batch {cfg.data.batch_size}, {device}, {precision}")
@@ -58,18 +64,25 @@ def test_line(which: str, epoch: int, chosen: dict, has_val: bool, test: dict[st
 
 
 def stopped(signum: int | None, run_dir: Path, step: int, how: str) -> str:
-    """how: "saved" (a checkpoint of this step was written), "at_once" (a second signal), "early"
-    (a signal before the first step), "test" (during the final test, after training ended)."""
+    """how: "saved" (a checkpoint of this step was written), "at_once" (a second signal), "test"
+    (during the final test, after training ended)."""
     name = signal.Signals(signum).name if signum else "signal"
     what = {"saved": f"stopped by {name}; checkpoint saved at step {step}",
             "at_once": f"stopped at once by a second {name}; the last complete checkpoint is kept",
-            "early": f"stopped by {name} before the first step",
             "test": f"stopped by {name} during the final test; training is complete"}[how]
     if how == "test":
         return f"{what}. Test best.pt with:\n  cnnzoo eval {shlex.quote(str(run_dir / 'best.pt'))}"
     if (run_dir / "last.pt").exists():
         return f"{what}. Resume with:\n  cnnzoo train --resume {shlex.quote(str(run_dir))}"
     return f"{what}; nothing was saved"
+
+
+def write_failed(run_dir: Path, err: Exception) -> str:
+    reason = " ".join(str(err).split())[:200]
+    if (run_dir / "last.pt").exists():
+        return (f"could not write to {run_dir} ({reason}); the last good checkpoint is kept. Free some space, then "
+                f"resume with: cnnzoo train --resume {shlex.quote(str(run_dir))}")
+    return f"could not write to {run_dir} ({reason}); nothing was saved. Free some space and start again"
 
 
 def bad_images(say: Say, meta: DataMeta) -> None:

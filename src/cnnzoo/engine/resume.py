@@ -27,8 +27,17 @@ from .task import DataMeta, Task
 CHECKPOINT_FORMAT = "cnnzoo-train-1"
 
 
-class NonFiniteLossError(CnnzooError):
-    """The loss (or the weights) became NaN/inf; the checkpoints on disk are the last good ones."""
+class RunFailure(CnnzooError):
+    """A run stopped by a failure at run time, not by bad input (the CLI exits 1); the
+    checkpoints on disk are the last good ones."""
+
+
+class NonFiniteLossError(RunFailure):
+    """The loss (or the weights) became NaN/inf."""
+
+
+class RunWriteError(RunFailure):
+    """A run file (checkpoint, metrics.csv, ...) could not be written: a full disk, say."""
 
 
 class ResumeError(CnnzooError):

@@ -16,12 +16,27 @@ from typing import Any
 SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
+class Interrupted(KeyboardInterrupt):
+    """A stop before training started (loading and decoding data): nothing to save, so leave at once."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
 class StopRequest:
-    """Context manager installing the handlers; `requested` is the first signal number or None."""
+    """Context manager installing the handlers; `requested` is the first signal number or None.
+
+    Until `arm()` (the first training step), a signal raises `Interrupted` at once: a decode of a
+    large dataset stops within seconds instead of finishing first."""
 
     def __init__(self) -> None:
         self.requested: int | None = None
+        self.armed = False
         self._previous: dict[int, Any] = {}
+
+    def arm(self) -> None:
+        self.armed = True
 
     def __enter__(self) -> "StopRequest":
         if threading.current_thread() is threading.main_thread():  # handlers only work there
@@ -41,6 +56,8 @@ class StopRequest:
             print(f"\nsecond {signal.Signals(signum).name}: stopping now", file=sys.stderr, flush=True)
             raise KeyboardInterrupt
         self.requested = signum
+        if not self.armed:
+            raise Interrupted(signum)
         print(f"\n{signal.Signals(signum).name} received: finishing this step and saving a checkpoint "
               "(press Ctrl-C again to stop at once)", file=sys.stderr, flush=True)
 

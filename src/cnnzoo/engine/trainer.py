@@ -27,14 +27,14 @@ from torch import nn
 
 from ..errors import CnnzooError
 from . import report
-from .checkpoint import load_checkpoint
+from .checkpoint import CheckpointError, load_checkpoint
 from .config import Config, ConfigError, config_to_dict, validate
 from .evaluate import evaluate
 from .metrics import RunLog, RunningMean
 from .optim import build_optimizer, freeze_backbone, set_train_mode
 from .progress import Progress
-from .resume import (NonFiniteLossError, Resume, ResumeError, Run, TrainState, check_resume, load_resume, restore,
-                     resume_config, save_checkpoint)
+from .resume import (NonFiniteLossError, Resume, ResumeError, Run, RunWriteError, TrainState, check_resume,
+                     load_resume, restore, resume_config, save_checkpoint)
 from .rundir import check_not_busy, locked, new_run_dir
 from .runtime import Runtime, seed_everything
 from .schedulers import Schedule, total_steps
@@ -102,9 +102,8 @@ def train(cfg: Config, *, resume: Resume | None = None, progress: Progress | Non
             say(report.resuming(resume.path, state.epoch, state.batch, state.step))
 
         # ---- training
+        stop.arm()  # from here a signal stops after the current step, with a checkpoint
         try:
-            if stop.requested:  # a signal while the data loaded: nothing new to save
-                return _stopped(say, stop, run, state, "early")
             while state.epoch < cfg.schedule.epochs and state.step < total:
                 data.train.set_epoch(state.epoch)  # keeps a restored mid-epoch position
                 set_train_mode(model, cfg.model.freeze_backbone)
@@ -154,6 +153,8 @@ def train(cfg: Config, *, resume: Resume | None = None, progress: Progress | Non
         except KeyboardInterrupt:  # a second Ctrl-C: leave at once; atomic saves keep the files whole
             stop.requested = stop.requested or 2
             return _stopped(say, stop, run, state, "at_once")
+        except (OSError, CheckpointError) as err:  # a full disk: every write is atomic, so stop cleanly
+            raise RunWriteError(report.write_failed(run_dir, err)) from None
         finally:
             log.close()
 
