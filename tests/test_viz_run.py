@@ -240,3 +240,17 @@ def _augment_of(ckpt, bundle):
     from cnnzoo.engine.inference import checkpoint_config
 
     return viz.evaluation._run_augment(checkpoint_config(ckpt), bundle)
+
+
+def test_cnnzoo_train_draws_the_report_unless_told_not_to(tmp_path, capsys):
+    from cnnzoo.cli.main import main
+
+    assert main(["train", "--epochs", "1", "--out", str(tmp_path / "with"), "--progress", "off"]) == 0
+    assert "report: " in capsys.readouterr().err
+    assert (tmp_path / "with" / "report.html").is_file() and (tmp_path / "with" / "plots" / "curves.png").is_file()
+    recorded = (tmp_path / "with" / "command.txt").read_text()
+    assert recorded == f"cnnzoo train --epochs 1 --out {tmp_path / 'with'} --progress off\n"
+    assert recorded.strip() in (tmp_path / "with" / "report.html").read_text()
+    assert main(["train", "--epochs", "1", "--out", str(tmp_path / "without"), "--progress", "off",
+                 "--no-report"]) == 0
+    assert not (tmp_path / "without" / "report.html").exists()

@@ -59,11 +59,25 @@ def run(args: argparse.Namespace) -> int:
     print(f"{'weights' if args.weights else 'checkpoint'}: {result.checkpoint} ({result.model})")
     if result.task == "classify":
         print_classification(result)
+        result.files += draw_classification(result.report, out)
     else:
         for line in result.report.lines():
             print(line)
     print(f"wrote {', '.join(str(f) for f in result.files)}")
     return 0
+
+
+def draw_classification(report, out: Path) -> list[Path]:
+    """confusion.png and per_class.png beside the CSV files, when matplotlib is installed."""
+    from ..viz import has_matplotlib, plot_confusion, plot_per_class_accuracy
+
+    if not has_matplotlib():
+        return []
+    classes = list(report.classes)
+    plot_confusion(report.confusion, classes, out / "confusion.png")
+    plot_per_class_accuracy(classes, [acc for _, _, acc in report.per_class], out / "per_class.png",
+                            support=[n for _, n, _ in report.per_class])
+    return [out / "confusion.png", out / "per_class.png"]
 
 
 def weights_as_checkpoint(args: argparse.Namespace) -> dict:

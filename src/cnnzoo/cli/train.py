@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import argparse
 import copy
+import shlex
 import signal
 import sys
+import time
 
 import yaml
 
@@ -32,7 +34,7 @@ FLAG_KEYS = {
     "device": "runtime.device", "amp": "runtime.amp", "channels_last": "runtime.channels_last",
     "compile": "runtime.compile", "seed": "runtime.seed", "out": "runtime.out",
     "save_every_steps": "runtime.save_every_steps", "skip_nonfinite": "runtime.skip_nonfinite",
-    "progress": "runtime.progress", "trust_checkpoint": "runtime.trust_checkpoint",
+    "progress": "runtime.progress", "report": "runtime.report", "trust_checkpoint": "runtime.trust_checkpoint",
     "tta": "eval.tta",
 }
 
@@ -95,6 +97,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     g.add_argument("--save-every-steps", type=int, metavar="N", help="also checkpoint every N steps")
     g.add_argument("--skip-nonfinite", type=int, metavar="N", help="skip up to N steps with a NaN/inf loss")
     g.add_argument("--progress", help="auto, bar, log or off")
+    g.add_argument("--report", action=argparse.BooleanOptionalAction, default=None,
+                   help="draw plots and report.html into the run directory at the end (default on; needs "
+                        "cnnzoo[viz])")
     g.add_argument("--tta", help="test-time augmentation of the final test: none, hflip, tencrop, multiscale")
     g.add_argument("--trust-checkpoint", action="store_true", default=None,
                    help="allow pickled Python objects in --init-from/--resume files (trusted files only)")
@@ -162,7 +167,22 @@ def run(args: argparse.Namespace) -> int:
         when = " before training started; nothing was saved" if hasattr(err, "signum") else ""
         print(f"cnnzoo train: stopped by {signal.Signals(signum).name}{when}", file=sys.stderr)
         return 128 + signum
+    with open(result.run_dir / "command.txt", "a") as f:  # every command that ran it, resumes included
+        f.write(shlex.join(["cnnzoo", *getattr(args, "argv", ["train"])]) + "\n")
+    if result.exit_code == 0 and cfg.runtime.report:
+        draw_report(result.run_dir)
     return result.exit_code
+
+
+def draw_report(run_dir) -> None:
+    """Plots and report.html of a finished run (nothing, with one note, without matplotlib)."""
+    from ..viz import end_of_run
+
+    started = time.perf_counter()
+    files = end_of_run(run_dir)
+    if files:
+        print(f"report: {files[-1]} and {len(files) - 1} pictures in {run_dir / 'plots'} "
+              f"({time.perf_counter() - started:.1f}s)", file=sys.stderr)
 
 
 __all__ = ["Config", "FLAG_KEYS", "build_config", "register", "run"]

@@ -126,6 +126,7 @@ class RuntimeConfig:
     progress: Literal["auto", "bar", "log", "off"] = resumable("auto")  # auto: bars on a terminal, lines off it
     log_every: int = resumable(50)  # steps between progress lines off a terminal
     tensorboard: bool = resumable(True)  # when the tensorboard package is installed
+    report: bool = resumable(True)  # plots and report.html at the end of a run (needs cnnzoo[viz])
     trust_checkpoint: bool = resumable(False)  # allow pickled objects in model.init_from
 
 

@@ -178,7 +178,7 @@ def _command(inputs: ReportInputs) -> str:
     recorded = inputs.run_dir / "command.txt"
     if recorded.is_file():
         command = recorded.read_text().strip()
-        how = "the command that started this run"
+        how = "the commands that ran this run (a resume adds its own line)"
     else:
         command = f"cnnzoo train --config {inputs.run_dir / 'config.yaml'} --out runs/again"
         how = "the run did not record its command line; this one repeats its resolved settings"
