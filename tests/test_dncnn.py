@@ -235,6 +235,7 @@ def _official_layers(state: dict) -> dict[int, str]:
     return layers
 
 
+@pytest.mark.slow  # about a minute: all of Set12 at full size
 @needs_shared
 def test_official_weights_reproduce_set12():
     """The paper's Table 2: DnCNN-S at sigma=25 gives 30.44 dB on Set12."""

@@ -27,6 +27,7 @@ def test_recipes_are_listed_with_a_line_each(capsys):
     assert find_recipe("resnet20_cifar10") == recipes["resnet20_cifar10"]
 
 
+@pytest.mark.slow  # builds and installs a wheel
 @pytest.mark.skipif(importlib.util.find_spec("setuptools") is None, reason="setuptools is needed to build the wheel")
 def test_a_wheel_installed_without_the_checkout_trains_from_a_shipped_recipe(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PIP_DISABLE_PIP_VERSION_CHECK": "1"}

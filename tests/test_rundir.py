@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import torch
 
 from cnnzoo._files import remove_stale_temporaries
@@ -32,6 +33,7 @@ def wait_for(path: Path, proc: subprocess.Popen, seconds: float = 120) -> None:
         time.sleep(0.1)
 
 
+@pytest.mark.slow  # three cnnzoo processes and a resumed run: about a minute here
 def test_second_process_is_refused_and_a_killed_run_resumes(tmp_path):
     run = tmp_path / "run"
     first = cnnzoo("--out", str(run), "--epochs", "200")

@@ -99,6 +99,7 @@ def _children(pid: int) -> list[int]:
     return [int(c) for c in path.read_text().split()] if path.exists() else []
 
 
+@pytest.mark.slow  # starts decoding all of CIFAR-10 (JPEG)
 @pytest.mark.parametrize("sig, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
 def test_a_stop_while_decoding_stops_within_seconds_and_says_so_once(tmp_path, shared_dir, sig, code):
     # Decoding CIFAR-10 (JPEG)'s 60,000 images takes tens of seconds here: stop it in the middle.

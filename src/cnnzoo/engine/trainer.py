@@ -59,7 +59,7 @@ def train(cfg: Config, *, resume: Resume | None = None, progress: Progress | Non
     validate(cfg)
     progress = progress or Progress(cfg.runtime.progress, log_every=cfg.runtime.log_every)
     say = progress.write
-    with StopRequest() as stop, contextlib.ExitStack() as held:  # a Ctrl-C while data loads is handled too
+    with StopRequest() as stop, contextlib.ExitStack() as held:  # from the start: a signal while data loads stops
         task = get_task(cfg.task)
         runtime = Runtime.from_config(cfg.runtime)
 
