@@ -23,7 +23,7 @@ def test_recipes_are_listed_with_a_line_each(capsys):
     out = capsys.readouterr().out
     for name, path in recipes.items():
         line = next(line for line in out.splitlines() if line.startswith(name + " "))
-        assert recipe_summary(path) and recipe_summary(path)[:40] in line
+        assert recipe_summary(path) and recipe_summary(path)[:40] in line and len(line) <= 125
     assert find_recipe("resnet20_cifar10") == recipes["resnet20_cifar10"]
 
 

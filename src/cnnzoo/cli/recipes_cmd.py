@@ -19,6 +19,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     recipes = shipped_recipes()
-    rows = [[name, recipe_summary(path)] + ([str(path)] if args.path else []) for name, path in recipes.items()]
+    rows = [[name, _shorten(recipe_summary(path))] + ([str(path)] if args.path else [])
+            for name, path in recipes.items()]
     print(format_table(["recipe", "what it trains"] + (["file"] if args.path else []), rows))
     return 0
+
+
+def _shorten(text: str, width: int = 100) -> str:
+    return text if len(text) <= width else text[:width - 3].rstrip() + "..."

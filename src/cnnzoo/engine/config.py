@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -223,13 +224,15 @@ def shipped_recipes() -> dict[str, Path]:
 
 
 def recipe_summary(path: Path) -> str:
-    """The first comment line of a recipe: what it trains and after whom."""
+    """The first sentence of a recipe's leading comment: what it trains and after whom."""
+    words = []
     for line in path.read_text().splitlines():
-        if line.startswith("#"):
-            return line.lstrip("# ").strip()
-        if line.strip():
+        if not line.startswith("#"):
             break
-    return ""
+        words.append(line.lstrip("# ").strip())
+    text = " ".join(w for w in words if w)
+    end = re.search(r"(?<! al)\.\s+(?=[A-Z])", text)  # a sentence end, not "et al. 2016"
+    return text if end is None else text[:end.start() + 1]
 
 
 def set_key(data: dict, dotted: str, value: Any) -> None:
