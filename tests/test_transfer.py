@@ -7,7 +7,6 @@ the same converters and checks as a publisher's), and by akamaster's real `.th` 
 
 from __future__ import annotations
 
-import io
 import json
 import subprocess
 import sys

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import nn
@@ -49,7 +48,3 @@ def describe_checkpoint(path: str | Path, ckpt: dict) -> str:
     chosen = f", {best['metric']} {best['value']:.4g}" if best.get("value") is not None else ""
     return (f"{path}: {ckpt['model_name']} trained on {ckpt.get('dataset')} "
             f"(epoch {ckpt.get('epoch')}, step {ckpt.get('step')}{chosen})")
-
-
-def meta_of(ckpt: dict) -> dict[str, Any]:
-    return ckpt.get("meta", {})

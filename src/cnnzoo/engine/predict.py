@@ -46,13 +46,9 @@ def image_files(inputs: Sequence[str | Path]) -> list[Path]:
 
 def to_model_input(array: np.ndarray, in_chans: int, size: tuple[int, int]) -> torch.Tensor:
     """uint8 H x W x C -> uint8 [in_chans, H', W'] at the training size."""
-    from ..data.decode import resize_center_crop
+    from ..data.decode import match_channels, resize_center_crop
 
-    if array.shape[2] == 3 and in_chans == 1:  # ITU-R BT.601 luma, as Pillow's convert("L")
-        grey = array.astype(np.float32) @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
-        array = np.clip(np.round(grey), 0, 255).astype(np.uint8)[..., None]
-    elif array.shape[2] == 1 and in_chans == 3:
-        array = np.repeat(array, 3, axis=2)
+    array = match_channels(array, in_chans)
     if size[0] == size[1]:
         array = resize_center_crop(array, size[0])
     tensor = torch.from_numpy(np.array(array, dtype=np.uint8, copy=True)).permute(2, 0, 1)
