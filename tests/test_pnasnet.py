@@ -86,3 +86,18 @@ def test_mobile_and_cifar_layouts():
     assert n_params(cifar) == model_info("pnasnet5_cifar")["ref_params"]
     with torch.no_grad():
         assert cifar.forward_features(torch.randn(2, 3, 32, 32)).shape == (2, 5 * 4 * 48, 8, 8)
+
+
+def test_tf_same_padding_pads_the_odd_pixel_after_and_keeps_the_weights():
+    from cnnzoo.layers.padding import same_pads
+
+    assert same_pads(8, 3, 2) == (0, 1) and same_pads(7, 3, 2) == (1, 1) and same_pads(8, 1, 2) == (0, 0)
+    assert same_pads(9, 5, 1) == (2, 2)  # stride 1, odd kernel: the same as PyTorch's symmetric padding
+    torch.manual_seed(0)
+    plain = create_model("pnasnet5mobile").eval()
+    tf = create_model("pnasnet5mobile", padding="tf_same").eval()
+    assert [(k, v.shape) for k, v in plain.state_dict().items()] == [(k, v.shape) for k, v in tf.state_dict().items()]
+    tf.load_state_dict(plain.state_dict())
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        assert tf(x).shape == plain(x).shape and not torch.allclose(tf(x), plain(x))

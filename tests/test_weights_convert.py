@@ -29,7 +29,7 @@ INPUT_SIDE = {"inception_v3": 107, "inception_v4": 107, "inception_resnet_v2": 1
 
 # Keys and shapes convert exactly, but cnnzoo's PNASNet pads differently from timm's (TF "same")
 # port: outputs differ (about 1e-2 relative at 96x96, 6e-4 at 331x331). Open for the model owner.
-KNOWN_DIFFERENT = {"pnasnet5large": "cnnzoo's pnasnet5large padding differs from timm's TF-same port"}
+KNOWN_DIFFERENT: dict[str, str] = {}  # architecture -> why its converted outputs may differ
 
 
 def _params(entries):

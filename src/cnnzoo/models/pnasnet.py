@@ -22,9 +22,10 @@ N cells at F, 2F and 4F filters whose first cells (in the second and third stack
 reduction cells. That layout has 3.17M parameters, the paper's 3.2M; adding the reduction
 cells on top of 3 x N normal cells (as Figure 1 can also be read) would give 4.26M.
 
-Differences, kept on purpose: convolutions and pools pad symmetrically (k // 2) rather than
-TensorFlow's "same" padding, which pads strided layers asymmetrically (only matters when
-loading TF-trained weights), and NASNet's scheduled drop-path is not included.
+Differences, kept on purpose: convolutions and pools pad symmetrically (k // 2) by default rather
+than TensorFlow's "same" padding, which pads strided layers asymmetrically; `padding="tf_same"`
+gives the cells TF's padding, as the TF-slim weights (timm's pnasnet5large) need. NASNet's
+scheduled drop-path is not included.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ import torch
 from torch import nn
 
 from ..layers import ConvNormAct, DepthwiseSeparableConv
+from ..layers.padding import use_tf_same_padding
 from ..registry import Paper, build_model, register_model
 from .base import ZooModel
 
@@ -163,6 +165,7 @@ class PNASNet(ZooModel):
         stem: str = "imagenet",
         stem_chs: int = 96,
         drop_rate: float = 0.0,
+        padding: str = "symmetric",
     ):
         super().__init__()
         if stem not in ("imagenet", "cifar"):
@@ -179,6 +182,11 @@ class PNASNet(ZooModel):
             left_mode = "none" if (i == 0 and stem == "imagenet") else "factorized" if prev_reduction else "conv"
             self.cells.append(PNASCell(left_chs, right_chs, width, reduction=reduction, left_mode=left_mode))
             left_chs, right_chs, prev_reduction = right_chs, 5 * width, reduction
+        if padding not in ("symmetric", "tf_same"):
+            raise ValueError(f"padding must be 'symmetric' or 'tf_same', got {padding!r}")
+        self.padding = padding
+        if padding == "tf_same":  # the cells only: the ImageNet stem is a "valid" convolution in TF too
+            use_tf_same_padding(self.cells)
         self.act = nn.ReLU()
         self.num_features = right_chs
         self._init_head(num_classes, drop_rate)

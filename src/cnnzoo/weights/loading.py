@@ -210,6 +210,7 @@ def classifier_keys(model: nn.Module) -> set[str]:
 _CONVENTION_CHECKS = {
     "act_layer": lambda model, value: any(type(m) is value for m in model.modules()),
     "bn_eps": lambda model, value: all(m.eps == value for m in model.modules() if isinstance(m, nn.BatchNorm2d)),
+    "padding": lambda model, value: getattr(model, "padding", None) == value,
 }
 
 
