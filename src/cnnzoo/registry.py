@@ -175,13 +175,13 @@ def create_model(
         raise UnknownOptionError(f"model {name!r}: {err}") from None
     cfg = entry.cfg.replace(num_classes=getattr(model, "num_classes", entry.cfg.num_classes))
     if in_chans is not None:
-        cfg = cfg.replace(input_size=(in_chans, *cfg.input_size[1:]), mean=_match_channels(cfg.mean, in_chans),
-                          std=_match_channels(cfg.std, in_chans))
+        cfg = cfg.replace(input_size=(in_chans, *cfg.input_size[1:]), mean=stats_for_channels(cfg.mean, in_chans),
+                          std=stats_for_channels(cfg.std, in_chans))
     model.default_cfg = cfg.replace(**getattr(model, "cfg_overrides", {}))
     return model
 
 
-def _match_channels(stats: tuple[float, ...], in_chans: int) -> tuple[float, ...]:
+def stats_for_channels(stats: tuple[float, ...], in_chans: int) -> tuple[float, ...]:
     """Per-channel statistics for another channel count (the mean of the given ones)."""
     if len(stats) == in_chans:
         return tuple(stats)

@@ -26,7 +26,8 @@ from torch import nn
 from ..errors import CnnzooError
 from ..weights import WeightsError, entry_for, load_pretrained
 from ..weights.catalogue import ENTRIES
-from ..weights.loading import channel_stats, classifier_keys
+from ..registry import stats_for_channels
+from ..weights.loading import classifier_keys
 from .checkpoint import load_checkpoint, load_weights
 from .config import Config
 from .task import DataMeta
@@ -138,15 +139,15 @@ def start_normalization(cfg: Config, in_chans: int) -> tuple[tuple[float, ...], 
         if entry is None or entry.preprocessing is None:
             return None
         pre = entry.preprocessing
-        return channel_stats(tuple(pre.mean), in_chans), channel_stats(tuple(pre.std), in_chans), entry.tag
+        return stats_for_channels(tuple(pre.mean), in_chans), stats_for_channels(tuple(pre.std), in_chans), entry.tag
     _, about = _read(m.init_from, trust=cfg.runtime.trust_checkpoint)
     if "meta" in about:
         meta = DataMeta.from_dict(about["meta"])
-        return channel_stats(meta.mean, in_chans), channel_stats(meta.std, in_chans), f"{Path(m.init_from).name}"
+        return stats_for_channels(meta.mean, in_chans), stats_for_channels(meta.std, in_chans), f"{Path(m.init_from).name}"
     entry = _entry(m.init_from, m.name)
     if entry is not None and entry.preprocessing is not None:
         pre = entry.preprocessing
-        return channel_stats(tuple(pre.mean), in_chans), channel_stats(tuple(pre.std), in_chans), entry.tag
+        return stats_for_channels(tuple(pre.mean), in_chans), stats_for_channels(tuple(pre.std), in_chans), entry.tag
     return None
 
 

@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from .. import models as _models  # noqa: F401  (registers the architectures)
-from ..registry import create_model, model_info
+from ..registry import create_model, model_info, stats_for_channels
 from . import akamaster
 from .catalogue import ENTRIES, default_weights, get_weights
 from .classes import class_names
@@ -300,7 +300,7 @@ def stamp(model: nn.Module, entry: WeightsEntry | None, path: Path, *, head_fres
     ) if pre else {k: cfg[k] for k in ("mean", "std", "input_size", "crop_pct", "interpolation") if k in cfg}
     in_chans = getattr(model, "in_chans", None)
     if pre and in_chans and in_chans != len(pre.mean):
-        values.update(mean=channel_stats(pre.mean, in_chans), std=channel_stats(pre.std, in_chans),
+        values.update(mean=stats_for_channels(pre.mean, in_chans), std=stats_for_channels(pre.std, in_chans),
                       input_size=(in_chans, *tuple(pre.input_size)[1:]))
     classes = class_names(entry.classes) if entry and entry.classes and not head_fresh else None
     model.pretrained_cfg = dict(tag=entry.tag if entry else str(path), classes=classes, **values)
@@ -311,10 +311,3 @@ def stamp(model: nn.Module, entry: WeightsEntry | None, path: Path, *, head_fres
     else:
         model.default_cfg = {**cfg, **values}
 
-
-def channel_stats(values: tuple[float, ...], in_chans: int) -> tuple[float, ...]:
-    """Per-channel statistics for another channel count: the mean of the given ones (as the
-    registry does for a model made with another `in_chans`)."""
-    if in_chans == len(values):
-        return tuple(values)
-    return (sum(values) / len(values),) * in_chans
