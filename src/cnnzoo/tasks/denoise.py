@@ -31,6 +31,9 @@ from torch import nn
 from ..data.decode import IMAGE_EXTENSIONS, decode_image, match_channels
 from ..data.folder import image_files, is_archive
 from ..data.loader import derive_seed, epoch_permutation
+from ..engine.evaluate import run_evaluator
+from ..engine.progress import Progress
+from ..engine.runtime import Runtime
 from ..errors import CnnzooError, DataError
 
 PAPER_SCALES = (1.0, 0.9, 0.8, 0.7)
@@ -486,21 +489,19 @@ def _summarise(results: list[ImageResult], with_ssim: bool) -> dict[str, float]:
     return metrics
 
 
+def score(model: nn.Module, loader: ImagePairLoader, evaluator: DenoiseEvaluator) -> DenoiseEvaluator:
+    """Run `evaluator` over `loader` through the engine's one evaluation loop, in fp32 on the
+    model's device (for weights that come without a training config)."""
+    runtime = Runtime(next(model.parameters()).device, None, False)
+    return run_evaluator(model, loader, evaluator, runtime, Progress("off"), "denoise")
+
+
 def evaluate_denoiser(model: nn.Module, images: Sequence[tuple[str, torch.Tensor]], sigma: float, *,
                       seed: int = 0, with_ssim: bool = True, set_name: str = "",
                       tile: int | None = None) -> DenoiseReport:
     """Add seeded noise of level `sigma` to each clean image, denoise it, and score it: the
     evaluator of the training engine, on one set of images."""
-    device = next(model.parameters()).device
     loader = ImagePairLoader([(set_name, name, clean) for name, clean in images], sigma=sigma, seed=seed,
-                             device=device)
-    evaluator = DenoiseEvaluator(sigma=sigma, with_ssim=with_ssim, tile=tile)
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            for batch in loader:
-                evaluator.update(model, batch)
-    finally:
-        model.train(was_training)
+                             device=next(model.parameters()).device)
+    evaluator = score(model, loader, DenoiseEvaluator(sigma=sigma, with_ssim=with_ssim, tile=tile))
     return DenoiseReport(set_name, float(sigma), evaluator.results())

@@ -223,13 +223,8 @@ def evaluate_sets(model: nn.Module, source: str, *, sets: list[str] | None = Non
     chosen = eval_groups(groups, source, sets)
     channels = getattr(model, "in_chans", 1)
     images = [(t or Path(source).name, n, img) for t in chosen for n, img in dn.read_images(groups[t], channels)]
-    device = next(model.parameters()).device
-    evaluator = DenoiseEvaluator(sigma=sigma, with_ssim=with_ssim, per_set=True, tile=tile)
-    model.eval()
-    with torch.no_grad():
-        for batch in ImagePairLoader(images, sigma=sigma, seed=seed, device=device):
-            evaluator.update(model, batch)
-    return evaluator.report()
+    loader = ImagePairLoader(images, sigma=sigma, seed=seed, device=next(model.parameters()).device)
+    return dn.score(model, loader, DenoiseEvaluator(sigma=sigma, with_ssim=with_ssim, per_set=True, tile=tile)).report()
 
 
 def _image_sets(source: str) -> dict[str, dict]:
