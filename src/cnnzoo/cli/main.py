@@ -2,7 +2,9 @@
 
 Each subcommand lives in its own module exposing `register(subparsers)`, which adds a parser
 whose default `func(args) -> int | None` runs the command. Errors a user can fix
-(`CnnzooError`) print one line and exit with code 2, never a traceback. The library reports
+(`CnnzooError`, and an OSError about a path the user gave) print one line and exit with
+code 2, never a traceback; failures at run time exit 1. Any other exception is a bug in cnnzoo:
+one `internal error` line and exit 1 (CNNZOO_DEBUG=1 shows the traceback). The library reports
 notes and warnings through `logging`; the CLI decides that they reach the terminal's stderr,
 as `note: ...` and `warning: ...` lines.
 """
@@ -11,8 +13,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import importlib
 import logging
+import os
 import sys
 from typing import Iterator
 
@@ -64,6 +68,31 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except BrokenPipeError:  # `cnnzoo list | head`
         return 0
+    except OSError as err:
+        return report_os_error(args.command, err)
+    except Exception as err:  # a bug: the last resort, so that no input ends in a bare traceback
+        if os.environ.get("CNNZOO_DEBUG"):
+            raise
+        detail = " ".join(str(err).split())[:300]
+        print(f"cnnzoo {args.command}: internal error: {type(err).__name__}: {detail} (this is a bug in cnnzoo: "
+              "please report it with the command; CNNZOO_DEBUG=1 shows the traceback)", file=sys.stderr)
+        return 1
+
+
+# A path the user gave that cannot be used as asked (a name over the OS limit, a file where a
+# folder belongs, no permission): bad input, exit 2. Any other OSError (a full disk, an I/O
+# error) is a failure at run time, exit 1.
+BAD_PATH_ERRNOS = frozenset({errno.ENAMETOOLONG, errno.ENOTDIR, errno.EISDIR, errno.EEXIST, errno.ENOENT,
+                             errno.EACCES, errno.EPERM, errno.ELOOP, errno.EROFS, errno.EINVAL})
+
+
+def report_os_error(command: str, err: OSError) -> int:
+    """One line naming the file and the reason; 2 for an unusable path, 1 for other failures."""
+    where = f"{err.filename}: " if err.filename else ""
+    bad_path = err.errno in BAD_PATH_ERRNOS and err.filename is not None
+    label = "error" if bad_path else "failed"
+    print(f"cnnzoo {command}: {label}: {where}{err.strerror or err}", file=sys.stderr)
+    return 2 if bad_path else 1
 
 
 class _StderrHandler(logging.Handler):

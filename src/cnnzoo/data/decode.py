@@ -28,6 +28,8 @@ from typing import Iterable, Iterator, Sequence
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from .._limits import LimitError, check_image_size, max_image_pixels
+
 IMAGE_EXTENSIONS = frozenset(
     {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm"})
 BACKGROUND = 255  # alpha is composited on white
@@ -115,7 +117,9 @@ def resize_center_crop(arr: np.ndarray, size: int) -> np.ndarray:
 
 def decode_image(source: str | bytes, size: int | None = None) -> np.ndarray:
     """Decode one image file (a path or its bytes); raises on anything unreadable."""
+    Image.MAX_IMAGE_PIXELS = max_image_pixels()  # Pillow's own bomb check, at cnnzoo's limit
     with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as img:
+        check_image_size(*img.size)  # from the header, before any pixel is decoded
         if size:
             _draft(img, size)
         img.load()  # decode every pixel now: truncated data fails here, not at open
@@ -129,6 +133,10 @@ def describe_failure(err: Exception, payload: bytes | None, name: str) -> str:
         return "empty file (0 bytes)"
     if isinstance(err, UnidentifiedImageError):
         return "not an image file Pillow can read"
+    if isinstance(err, (LimitError, Image.DecompressionBombError)):
+        return str(err)
+    if payload is None and os.path.islink(name) and not os.path.exists(name):
+        return f"a symbolic link to {os.readlink(name)} that leads nowhere (missing target or a loop)"
     return f"{type(err).__name__}: {err}"
 
 

@@ -71,7 +71,7 @@ def list_folder(root: Path) -> Listing:
         if path.is_dir():
             listing.dirs.add(rel)
             listing.dirs.update(_parents(rel))
-        elif path.is_file():
+        elif path.is_file() or path.is_symlink():  # a dangling or looping link is listed, to be named as unreadable
             _add(listing, rel)
     return listing
 

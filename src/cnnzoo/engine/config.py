@@ -23,9 +23,15 @@ from typing import Any, Literal
 
 import yaml
 
+from .._limits import MAX_INPUT_SIDE
 from ..errors import ConfigError
 from ..registry import model_info
 from .task import get_task, task_names
+
+
+DEVICE_PATTERN = re.compile(r"auto|cpu|mps|cuda(:\d{1,4})?")
+MAX_SCALE = 4.0  # eval.scales: a multi-scale test resizes each image by these factors
+MAX_WORKERS = 256
 
 
 def resumable(default: Any = dataclasses.MISSING, **kwargs: Any) -> Any:
@@ -335,8 +341,15 @@ def validate(cfg: Config) -> Config:
     _check(rt.log_every >= 1, "runtime.log_every", "must be at least 1")
     _check(not (rt.amp == "fp16" and rt.device.startswith("cpu")), "runtime.amp",
            "fp16 autocast needs a CUDA device; use bf16 on the CPU")
-    _check(rt.device == "auto" or rt.device.split(":")[0] in ("cpu", "cuda", "mps"), "runtime.device",
+    _check(DEVICE_PATTERN.fullmatch(rt.device) is not None, "runtime.device",
            f"{rt.device!r} is not auto, cpu, cuda, cuda:N or mps")
+    _check(0 <= rt.seed < 2**32, "runtime.seed", f"must be in [0, 2**32), got {rt.seed}")
+    # sizes that allocate in proportion: bounded like the numbers read from checkpoints
+    for key, value in (("data.image_size", d.image_size), ("eval.crop_size", e.crop_size),
+                       ("regularization.crop_padding", r.crop_padding), ("regularization.cutout", r.cutout)):
+        _check(value is None or value <= MAX_INPUT_SIDE, key, f"must be at most {MAX_INPUT_SIDE} pixels")
+    _check(all(x <= MAX_SCALE for x in e.scales), "eval.scales", f"must be at most {MAX_SCALE}")
+    _check(d.num_workers <= MAX_WORKERS, "data.num_workers", f"must be at most {MAX_WORKERS}")
     _check(e.crop_size is None or e.crop_size >= 1, "eval.crop_size", "must be a positive number of pixels")
     _check(bool(e.scales) and all(x > 0 for x in e.scales), "eval.scales", "must be positive numbers")
     if e.tta == "tencrop" and e.crop_size and d.image_size:

@@ -120,18 +120,37 @@ def save_checkpoint(run: Run, state: TrainState, name: str) -> Path:
 
 def restore(ckpt: dict, run: Run) -> TrainState:
     """Put model, optimiser, schedule, scaler, data position and RNGs back where the checkpoint was."""
-    try:
-        run.model.load_state_dict(ckpt["model"])
-    except RuntimeError as err:
-        raise ResumeError(f"the checkpoint's weights do not fit this model: {first_line(err)}") from None
-    run.optimizer.load_state_dict(ckpt["optimizer"])
-    run.schedule.load_state_dict(ckpt["scheduler"])
-    run.scaler.load_state_dict(ckpt["scaler"])
-    state = TrainState(**ckpt["state"])
-    if state.batch > 0:
-        run.loader.load_state_dict(ckpt["loader"])
-    restore_rng_state(ckpt["rng"])
+    state = TrainState(**ckpt["state"])  # its keys and types are checked by check_resumable
+    parts = (("weights", lambda: run.model.load_state_dict(ckpt["model"])),
+             ("optimizer state", lambda: _restore_optimizer(run.optimizer, ckpt["optimizer"])),
+             ("schedule state", lambda: run.schedule.load_state_dict(ckpt["scheduler"])),
+             ("grad scaler state", lambda: run.scaler.load_state_dict(ckpt["scaler"])),
+             ("data position", lambda: _restore_loader(run.loader, ckpt["loader"], state)),
+             ("random generator states", lambda: restore_rng_state(ckpt["rng"])))
+    for what, load in parts:
+        try:
+            load()
+        except (RuntimeError, ValueError, KeyError, TypeError, IndexError, AttributeError) as err:
+            raise ResumeError(f"cannot restore the {what} of the checkpoint in {run.run_dir}: {first_line(err)}") from None
     return state
+
+
+def _restore_optimizer(optimizer: torch.optim.Optimizer, saved: dict) -> None:
+    """Load the optimiser's state, then check that every per-parameter buffer (momentum, Adam's
+    moments) has its parameter's shape: torch checks only the group sizes."""
+    optimizer.load_state_dict(saved)
+    for group in optimizer.param_groups:
+        for param in group["params"]:
+            for name, value in optimizer.state.get(param, {}).items():
+                if isinstance(value, torch.Tensor) and value.dim() and value.shape != param.shape:
+                    raise ValueError(f"{name} has shape {tuple(value.shape)} for a parameter of shape {tuple(param.shape)}")
+
+
+def _restore_loader(loader: Any, saved: dict, state: TrainState) -> None:
+    if state.batch > len(loader):
+        raise ValueError(f"the run stopped at batch {state.batch} of an epoch that has {len(loader)}")
+    if state.batch > 0:
+        loader.load_state_dict(saved)
 
 
 def check_resume(resume: Resume, cfg: Config, task: Task, meta: DataMeta) -> None:
@@ -161,7 +180,9 @@ def check_resume(resume: Resume, cfg: Config, task: Task, meta: DataMeta) -> Non
 
 
 def load_resume(run_dir: str | Path, *, trust: bool = False) -> Resume:
-    path, ckpt = find_resume_checkpoint(run_dir, trust=trust)
+    from .checkpoint_schema import check_resumable
+
+    path, ckpt = find_resume_checkpoint(run_dir, trust=trust, check=check_resumable)
     return Resume(path, ckpt)
 
 
