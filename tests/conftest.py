@@ -63,3 +63,18 @@ def reference_libs():
 
 
 _SCHEMA_LIBS: list = []  # keeps the op-schema library alive for the session
+
+
+@pytest.fixture(scope="session")
+def digits_run(tmp_path_factory) -> Path:
+    """A tiny trained run (LeNet-5 on the digits, 2 steps), made once per session: its last.pt is
+    a real checkpoint for the tests that mutate or craft checkpoints."""
+    from cnnzoo.engine.config import config_from_dict
+    from cnnzoo.engine.progress import Progress
+    from cnnzoo.engine.trainer import train
+
+    out = tmp_path_factory.mktemp("digits-run") / "run"
+    cfg = config_from_dict({"schedule": {"epochs": 1, "max_steps": 2},
+                            "runtime": {"out": str(out), "progress": "off", "report": False, "tensorboard": False}})
+    train(cfg, progress=Progress("off"))
+    return out

@@ -115,10 +115,22 @@ def resize_center_crop(arr: np.ndarray, size: int) -> np.ndarray:
     return np.ascontiguousarray(arr)
 
 
+def _open(source: str | bytes) -> Image.Image:
+    """Pillow's open (the header only), with its decompression-bomb check at cnnzoo's limit."""
+    limit = max_image_pixels()
+    Image.MAX_IMAGE_PIXELS = limit  # Pillow warns above it and refuses above twice it; cnnzoo refuses above it
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # refused just below
+            return Image.open(io.BytesIO(source) if isinstance(source, bytes) else source)
+    except Image.DecompressionBombError as err:
+        raise LimitError(f"more than the {limit / 1e6:g}-megapixel limit ({err}); raise CNNZOO_MAX_IMAGE_MEGAPIXELS "
+                         "if the image is trusted") from None
+
+
 def decode_image(source: str | bytes, size: int | None = None) -> np.ndarray:
     """Decode one image file (a path or its bytes); raises on anything unreadable."""
-    Image.MAX_IMAGE_PIXELS = max_image_pixels()  # Pillow's own bomb check, at cnnzoo's limit
-    with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as img:
+    with _open(source) as img:
         check_image_size(*img.size)  # from the header, before any pixel is decoded
         if size:
             _draft(img, size)
@@ -133,7 +145,7 @@ def describe_failure(err: Exception, payload: bytes | None, name: str) -> str:
         return "empty file (0 bytes)"
     if isinstance(err, UnidentifiedImageError):
         return "not an image file Pillow can read"
-    if isinstance(err, (LimitError, Image.DecompressionBombError)):
+    if isinstance(err, LimitError):
         return str(err)
     if payload is None and os.path.islink(name) and not os.path.exists(name):
         return f"a symbolic link to {os.readlink(name)} that leads nowhere (missing target or a loop)"
