@@ -54,28 +54,30 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    args.argv = list(sys.argv[1:] if argv is None else argv)  # as typed, for the run's command.txt
-    if not getattr(args, "func", None):
-        parser.print_help()
-        return 2
+    name = "cnnzoo"
     try:
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        args.argv = list(sys.argv[1:] if argv is None else argv)  # as typed, for the run's command.txt
+        if not getattr(args, "func", None):
+            parser.print_help()
+            return 2
+        name = f"cnnzoo {args.command}"
         with terminal_logging():
             return args.func(args) or 0
     except CnnzooError as err:
-        print(f"cnnzoo {args.command}: error: {err}", file=sys.stderr)
+        print(f"{name}: error: {err}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # `cnnzoo list | head`
         return 0
     except OSError as err:
-        return report_os_error(args.command, err)
+        return report_os_error(name, err)
     except Exception as err:  # a bug: the last resort, so that no input ends in a bare traceback
         if os.environ.get("CNNZOO_DEBUG"):
             raise
         detail = " ".join(str(err).split())[:300]
-        print(f"cnnzoo {args.command}: internal error: {type(err).__name__}: {detail} (this is a bug in cnnzoo: "
-              "please report it with the command; CNNZOO_DEBUG=1 shows the traceback)", file=sys.stderr)
+        print(f"{name}: internal error: {type(err).__name__}: {detail} (this is a bug in cnnzoo: please report it "
+              "with the command; CNNZOO_DEBUG=1 shows the traceback)", file=sys.stderr)
         return 1
 
 
@@ -86,12 +88,12 @@ BAD_PATH_ERRNOS = frozenset({errno.ENAMETOOLONG, errno.ENOTDIR, errno.EISDIR, er
                              errno.EACCES, errno.EPERM, errno.ELOOP, errno.EROFS, errno.EINVAL})
 
 
-def report_os_error(command: str, err: OSError) -> int:
+def report_os_error(name: str, err: OSError) -> int:
     """One line naming the file and the reason; 2 for an unusable path, 1 for other failures."""
     where = f"{err.filename}: " if err.filename else ""
     bad_path = err.errno in BAD_PATH_ERRNOS and err.filename is not None
     label = "error" if bad_path else "failed"
-    print(f"cnnzoo {command}: {label}: {where}{err.strerror or err}", file=sys.stderr)
+    print(f"{name}: {label}: {where}{err.strerror or err}", file=sys.stderr)
     return 2 if bad_path else 1
 
 

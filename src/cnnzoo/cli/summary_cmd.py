@@ -66,7 +66,10 @@ def parse_model_arg(text: str) -> tuple[str, object]:
     key, sep, value = text.partition("=")
     if not sep or not key.isidentifier():
         raise argparse.ArgumentTypeError(f"expected KEY=VALUE such as width_mult=0.5, got {text!r}")
-    return key, yaml.safe_load(value)  # numbers, booleans, lists and strings as YAML reads them
+    try:
+        return key, yaml.safe_load(value)  # numbers, booleans, lists and strings as YAML reads them
+    except yaml.YAMLError:
+        raise argparse.ArgumentTypeError(f"{text!r}: the value is not valid YAML") from None
 
 
 def run(args: argparse.Namespace) -> int:

@@ -296,6 +296,7 @@ def _check_rng(c: _Check, rng: Mapping) -> None:
         key = c.tensor(np_state["key"], "rng.numpy.key")
         if key.dtype != torch.int64 or key.numel() != 624 or not ((key >= 0) & (key < 2**32)).all():
             c.fail("rng.numpy.key", "should be 624 integers in [0, 2**32)")
+        c.integer(np_state.get("pos"), "rng.numpy.pos", 0, 624)
         np.random.RandomState().set_state(("MT19937", key.numpy().astype(np.uint32), np_state["pos"],
                                            np_state["has_gauss"], np_state["cached_gaussian"]))
     except (KeyError, TypeError, ValueError, OverflowError) as err:
