@@ -295,7 +295,7 @@ def test_hostile_command_line_values_are_one_line_naming_them(tmp_path):
     cases = [
         (["train", "--seed", str(10**30), *fast], "runtime.seed"),
         (["train", "--device", "cuda:abc", *fast], "cuda:abc"),
-        (["train", "--out", a_file, *fast], str(a_file)),
+        (["train", "--out", a_file, *fast], f"{a_file} is a file, not a folder"),
         (["train", "--out", too_long, *fast], "n" * 300),
         (["train", "--set", "model.kwargs={widths: [1, 2]}", *fast], "model.kwargs"),
         (["summary", "lenet5", "--model-arg", "not-an-assignment"], "not-an-assignment"),
@@ -374,18 +374,31 @@ def test_fuzzed_command_lines_never_end_in_a_traceback_long(tmp_path_factory, ar
     check_command_line(tmp_path_factory.mktemp("cli"), argv)
 
 
-def test_no_traceback_reaches_stderr_of_a_real_process(tmp_path, real_ckpt, image):
-    """The in-process runs above, confirmed through the real entry point for a few inputs."""
-    broken = copy.deepcopy(real_ckpt)
-    broken["rng"]["torch"] = torch.zeros(3, dtype=torch.uint8)
-    broken["meta"]["mean"] = "grey"
-    path = write(broken, tmp_path / "run")
+def run_process(argv: list, cwd: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    for argv in (["predict", path, image], ["train", "--seed", "-5", "--device", "cuda:abc"]):
-        done = subprocess.run([sys.executable, "-m", "cnnzoo", *map(str, argv)], capture_output=True, text=True,
-                              env=env, timeout=120, cwd=tmp_path)
-        assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
-        assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+    env.pop("CNNZOO_DEBUG", None)
+    return subprocess.run([sys.executable, "-m", "cnnzoo", *map(str, argv)], capture_output=True, text=True, env=env,
+                          timeout=120, cwd=cwd)
+
+
+def test_no_traceback_reaches_stderr_of_a_real_process(tmp_path, real_ckpt, image):
+    """The in-process runs above, confirmed through the real entry point."""
+    broken = copy.deepcopy(real_ckpt)
+    broken["meta"]["mean"] = "grey"
+    done = run_process(["predict", write(broken, tmp_path / "run"), image], tmp_path)
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+    assert done.stderr.strip().splitlines() == [f"cnnzoo predict: error: {tmp_path / 'run' / 'last.pt'}: meta.mean "
+                                                "should be a list of 1 values, is 'grey' (str)"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("argv", [["train", "--seed", "-5"], ["train", "--device", "cuda:abc"],
+                                  ["train", "--resume", "n" * 300], ["summary", "lenet5", "--model-arg", "x=[1"],
+                                  ["eval", "/dev/null"], ["train", "--data", "/dev/zero"]])
+def test_no_traceback_reaches_stderr_of_real_processes(tmp_path, argv):
+    done = run_process(argv, tmp_path)
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+    assert len([line for line in done.stderr.splitlines() if ": error: " in line]) == 1, done.stderr
 
 
 # ---------------------------------------------------------------------------- data: links and caches

@@ -186,6 +186,8 @@ def claim_run_dir(cfg: Config, dataset: str) -> Path:
     if not cfg.runtime.out:
         return new_run_dir(cfg.model.name, dataset)
     run_dir = Path(cfg.runtime.out)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise CnnzooError(f"runtime.out: {run_dir} is a file, not a folder; give a folder for the run (--out)")
     check_not_busy(run_dir)  # before touching anything in it; both checked again under the lock
     _check_fresh(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
