@@ -28,7 +28,6 @@ from ..errors import ConfigError
 from ..registry import model_info
 from .task import get_task, task_names
 
-
 DEVICE_PATTERN = re.compile(r"auto|cpu|mps|cuda(:\d{1,4})?")
 MAX_SCALE = 4.0  # eval.scales: a multi-scale test resizes each image by these factors
 MAX_WORKERS = 256
