@@ -124,8 +124,9 @@ def test_mobilenet_v2_receptive_field_by_hand_and_from_torchvision():
     """491: the 3x3 stem and the 3x3 depthwise conv of every block of Table 2 (1x1s add nothing):
     r += 2 * jump for each, jump *= stride. The same number from cnnzoo's model and from
     torchvision's, through the same tool."""
-    from cnnzoo.models.mobilenetv2 import IMAGENET_STAGES
     from conftest import reference_libs
+
+    from cnnzoo.models.mobilenetv2 import IMAGENET_STAGES
 
     field, jump = 1 + 2, 2  # stem: 3x3, stride 2
     for _, _, repeats, stride in IMAGENET_STAGES:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import reference_libs
 from torch import nn
 
 from cnnzoo import create_model, model_info
@@ -14,7 +15,6 @@ from cnnzoo.analysis.summary import summary
 from cnnzoo.cli.main import main
 from cnnzoo.layers.attention import SelectiveKernel, SqueezeExcite
 from cnnzoo.layers.inception import InceptionModule
-from conftest import reference_libs
 
 
 def n_params(model: nn.Module) -> int:

@@ -302,11 +302,11 @@ def fc_report(args: argparse.Namespace) -> str:
              f"{conv.macs(args.size):,}", _fmt_shape(conv_out)]]
     lines = [f"a {h}x{w}x{c} image ({h * w * c:,} values)", "",
              format_table(["Layer", "Weight shape", "Params", "MACs", "Output"], rows, right_align={2, 3}), "",
-             f"fully connected: every neuron has a weight per value, {h} x {w} x {c} = {h * w * c:,}, "
-             f"times {args.hidden} neuron{'s' if args.hidden > 1 else ''} = {fc.macs:,} weights",
-             f"convolution: one {args.kernel}x{args.kernel}x{c} kernel per map ({args.kernel ** 2 * c} weights), "
-             f"shared by all {conv_out[1] * conv_out[2]:,} positions, so {conv.params:,} parameters for "
-             f"{maps} map{'s' if maps > 1 else ''} of {conv_out[1]}x{conv_out[2]} outputs",
+             (f"fully connected: every neuron has a weight per value, {h} x {w} x {c} = {h * w * c:,}, "
+              f"times {args.hidden} neuron{'s' if args.hidden > 1 else ''} = {fc.macs:,} weights"),
+             (f"convolution: one {args.kernel}x{args.kernel}x{c} kernel per map ({args.kernel ** 2 * c} weights), "
+              f"shared by all {conv_out[1] * conv_out[2]:,} positions, so {conv.params:,} parameters for "
+              f"{maps} map{'s' if maps > 1 else ''} of {conv_out[1]}x{conv_out[2]} outputs"),
              f"fully connected / convolution: {fc.params:,} / {conv.params:,} parameters = {fc.params / conv.params:,.1f}",
              _torch_check([conv], [args.size]),
              _torch_check([fc], [args.size], what="torch.nn.Linear")]

@@ -16,8 +16,9 @@ Inception v4 and Inception-ResNet v1/v2 (Szegedy et al. 2017).
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Callable, Sequence
 from functools import partial
-from typing import Callable, NamedTuple, Sequence
+from typing import NamedTuple
 
 import torch
 from torch import nn
@@ -62,7 +63,7 @@ class InceptionModule(nn.Module):
     module as the transformation its SE block gates.
     """
 
-    def __init__(self, towers: "OrderedDict[str, nn.Module]", out_chs: int):
+    def __init__(self, towers: OrderedDict[str, nn.Module], out_chs: int):
         super().__init__()
         for name, tower in towers.items():
             self.add_module(name, tower)
@@ -70,7 +71,7 @@ class InceptionModule(nn.Module):
         self.out_chs = out_chs
         self.attn: nn.Module | None = None
 
-    def add_attn(self, attn_layer: str | None, **attn_kwargs) -> "InceptionModule":
+    def add_attn(self, attn_layer: str | None, **attn_kwargs) -> InceptionModule:
         self.attn = create_attn(attn_layer, self.out_chs, **attn_kwargs)
         return self
 

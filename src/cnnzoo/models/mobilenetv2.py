@@ -21,8 +21,8 @@ not in the MobileNetV2 paper, so no variant is registered.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import partial
-from typing import Callable
 
 import torch
 from torch import nn
