@@ -29,6 +29,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--num-classes", type=int, help="classifier size (default: the model's)")
     parser.add_argument("--model-arg", action="append", default=[], type=parse_model_arg, metavar="KEY=VALUE",
                         help="a model option, e.g. width_mult=0.5 or attn_layer=cbam (repeatable)")
+    parser.add_argument("--keras", action="store_true",
+                        help="totals as Keras counts them: BatchNorm moving means/variances as non-trainable params")
     parser.set_defaults(func=run)
 
 
@@ -81,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
         freeze_backbone(model)
     input_size = args.input_size or input_size or tuple(model.default_cfg["input_size"])
     try:
-        print(summary(model, input_size, depth=args.depth))
+        print(summary(model, input_size, depth=args.depth, keras=args.keras))
     except RuntimeError as err:  # e.g. an input too small for the network's downsampling
         raise CnnzooError(f"{args.name} cannot run on input {'x'.join(map(str, input_size))}: {err}".splitlines()[0]) from None
     return 0

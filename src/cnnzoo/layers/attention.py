@@ -222,17 +222,22 @@ class SelectiveKernel(nn.Module):
     for the 5x5, as in the paper), each with BN-ReLU. Fuse: sum, global average pool, FC to
     z = max(C/r, `min_rd`) with BN-ReLU. Select: an FC per branch and a softmax over branches.
     As a plug-in it maps `channels` to `channels`; the SK blocks use it as their 3x3 conv.
+    `branch_groups` gives the branch convs their own group count (default: `groups`, the
+    block's cardinality), the paper's G of SK[M, G, r] when it differs from the cardinality.
+    `dilated=False` gives the larger branches true 5x5 (7x7, ...) kernels instead of dilated 3x3s.
     """
 
     def __init__(self, channels: int, rd_ratio: float = 1 / 16, rd_channels: int | None = None,
                  min_rd: int = 32, out_channels: int | None = None, stride: int = 1, groups: int = 1,
-                 dilation: int = 1, num_branches: int = 2, norm_layer: LayerFactory = nn.BatchNorm2d,
-                 act_layer: LayerFactory = nn.ReLU):
+                 dilation: int = 1, num_branches: int = 2, branch_groups: int | None = None, dilated: bool = True,
+                 norm_layer: LayerFactory = nn.BatchNorm2d, act_layer: LayerFactory = nn.ReLU):
         super().__init__()
         out_channels = out_channels or channels
+        groups = branch_groups or groups
         self.num_branches = num_branches
         self.branches = nn.ModuleList([
-            ConvNormAct(channels, out_channels, 3, stride, dilation=dilation * (i + 1), groups=groups,
+            ConvNormAct(channels, out_channels, 3 if dilated else 3 + 2 * i, stride,
+                        dilation=dilation * (i + 1) if dilated else dilation, groups=groups,
                         norm_layer=norm_layer, act_layer=act_layer)
             for i in range(num_branches)
         ])

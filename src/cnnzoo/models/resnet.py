@@ -11,12 +11,15 @@ with a 3x3 stem and no max-pool. ResNeXt is the bottleneck net with grouped 3x3 
 (the paper's form (c)).
 
 Deliberate differences: bottlenecks stride on the 3x3 convolution (torchvision's v1.5);
-`shortcut`, `attn_layer` (SE/CBAM/GE/SK inside blocks, BAM between stages) and stochastic
+`stride_in_1x1=True` (the `resnet50_v1`... variants) strides the first 1x1 as the paper's
+Caffe models do, which gives the published receptive fields (483/1027/1507 pixels for
+ResNet-50/101/152) and the paper's 3.8/7.6/11.3 billion multiply-adds. `shortcut`, `attn_layer` (SE/CBAM/GE/SK inside blocks, BAM between stages) and stochastic
 depth (`drop_path_rate`) are options the paper does not have.
 """
 
 from __future__ import annotations
 
+import inspect
 from collections import OrderedDict
 from typing import Sequence
 
@@ -46,6 +49,8 @@ class ResNet(ZooModel):
     planes per stage (the first stage keeps the resolution, each later one halves it).
     `attn_layer`: an attention name from `layers.attention`, placed where its paper puts it
     (override with `attn_placement="block"|"stage"`). `block_args`: extra options for every block.
+    `stride_in_1x1`: bottlenecks stride on their first 1x1 (the paper's "v1") rather than on
+    the 3x3 (torchvision's "v1.5", the default); the same weights fit either.
     """
 
     def __init__(
@@ -63,6 +68,7 @@ class ResNet(ZooModel):
         attn_kwargs: dict | None = None,
         attn_placement: str | None = None,
         block_args: dict | None = None,
+        stride_in_1x1: bool = False,
         drop_rate: float = 0.0,
         drop_path_rate: float = 0.0,
         norm_layer: LayerFactory = nn.BatchNorm2d,
@@ -75,6 +81,7 @@ class ResNet(ZooModel):
         if len(layers) != len(widths):
             raise ValueError(f"layers {tuple(layers)} and widths {tuple(widths)} must have the same length")
         self.block = self._resolve_block(block)
+        block_args = _with_stride_in_1x1(self.block, block_args, stride_in_1x1)
         self.in_chans = in_chans
         self.shortcut = shortcut
         self.norm_layer, self.act_layer = norm_layer, act_layer
@@ -144,6 +151,14 @@ class ResNet(ZooModel):
         for name in self.stage_names:
             x = getattr(self, name)(x)
         return self.final_norm(x)
+
+
+def _with_stride_in_1x1(block: type[nn.Module], block_args: dict | None, stride_in_1x1: bool) -> dict | None:
+    if not stride_in_1x1:
+        return block_args
+    if "stride_in_1x1" not in inspect.signature(block.__init__).parameters:
+        raise ValueError(f"stride_in_1x1 applies to bottleneck blocks; {block.__name__} has no 1x1 to stride")
+    return {**(block_args or {}), "stride_in_1x1": True}
 
 
 def _resolve_placement(attn_layer: str | None, override: str | None) -> str | None:
@@ -282,6 +297,27 @@ def resnet101(**kwargs) -> ResNet:
 def resnet152(**kwargs) -> ResNet:
     """ResNet-152 (Table 1), torchvision's layout."""
     return build_model(ResNet, imagenet_args(152), kwargs)
+
+
+_V1 = dict(_IMAGENET, ref_source="torchvision (the same weights; the stride moves, not a parameter)")
+
+
+@register_model(**_V1, ref_params=25_557_032)
+def resnet50_v1(**kwargs) -> ResNet:
+    """ResNet-50 as the paper's Caffe model: stride on the first 1x1 of each bottleneck (RF 483, 3.8 GMACs)."""
+    return build_model(ResNet, imagenet_args(50, stride_in_1x1=True), kwargs)
+
+
+@register_model(**_V1, ref_params=44_549_160)
+def resnet101_v1(**kwargs) -> ResNet:
+    """ResNet-101 as the paper's Caffe model: stride on the first 1x1 (RF 1027, 7.6 GMACs)."""
+    return build_model(ResNet, imagenet_args(101, stride_in_1x1=True), kwargs)
+
+
+@register_model(**_V1, ref_params=60_192_808)
+def resnet152_v1(**kwargs) -> ResNet:
+    """ResNet-152 as the paper's Caffe model: stride on the first 1x1 (RF 1507, 11.3 GMACs)."""
+    return build_model(ResNet, imagenet_args(152, stride_in_1x1=True), kwargs)
 
 
 def resnext29_args(groups: int, base_width: int, **extra) -> dict:
