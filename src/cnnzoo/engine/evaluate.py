@@ -83,7 +83,8 @@ def evaluate_checkpoint(path: str | Path, *, data: str | None = None, split: str
     cfg = runtime.stamp(cfg)
     if data is None:
         check_data_found(cfg.data.dataset)
-    loader, dataset, *chosen = task.build_eval_data(cfg, meta, runtime.device, dataset=data, split=split)
+    chosen_split = {} if split is None else {"split": split}  # None: the task's own default
+    loader, dataset, *chosen = task.build_eval_data(cfg, meta, runtime.device, dataset=data, **chosen_split)
     split = chosen[0] if chosen else split or "test"  # a task may say which split it chose by default
     model = runtime.place(model_from_checkpoint(ckpt))
     evaluator = task.evaluator(cfg, meta, final=True)

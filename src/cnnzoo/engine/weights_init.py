@@ -17,6 +17,7 @@ checkpoints, `cnnzoo eval` and `cnnzoo predict` use them too.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,8 @@ from ..weights.loading import adapt_input_conv, adaptable_input_conv, classifier
 from .checkpoint import load_checkpoint, load_weights
 from .config import Config
 from .task import DataMeta
+
+log = logging.getLogger(__name__)
 
 
 def _read(path: str | Path, *, trust: bool = False) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -195,7 +198,7 @@ def start_normalization(cfg: Config, in_chans: int) -> tuple[tuple[float, ...], 
     if m.pretrained:
         entry = _entry(m.pretrained, m.name)
         if entry is None or entry.preprocessing is None:
-            return None
+            return _unknown_stats(m.pretrained)
         pre = entry.preprocessing
         return stats_for_channels(tuple(pre.mean), in_chans), stats_for_channels(tuple(pre.std), in_chans), entry.tag
     _, about = _read(m.init_from, trust=cfg.runtime.trust_checkpoint)
@@ -206,6 +209,12 @@ def start_normalization(cfg: Config, in_chans: int) -> tuple[tuple[float, ...], 
     if entry is not None and entry.preprocessing is not None:
         pre = entry.preprocessing
         return stats_for_channels(tuple(pre.mean), in_chans), stats_for_channels(tuple(pre.std), in_chans), entry.tag
+    return _unknown_stats(m.init_from)
+
+
+def _unknown_stats(spec: str) -> None:
+    log.info("normalising with the dataset's mean/std: %s does not say which statistics its weights were trained "
+             "with (a cnnzoo checkpoint or a registered weights file does)", Path(spec).name)
     return None
 
 

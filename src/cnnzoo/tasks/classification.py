@@ -64,7 +64,7 @@ class ClassificationTask(Task):
         return TaskData(train, val, test, meta=dataset_meta(bundle, normalized_by=normalized_by))
 
     def build_eval_data(self, cfg: Config, meta: DataMeta, device: torch.device, *, dataset: str | None = None,
-                        split: str | None = "test") -> tuple[Iterable, str, str]:
+                        split: str | None = None) -> tuple[Iterable, str, str]:
         """The run's own data (`dataset` None, or data with the run's fingerprint: moved) is split as
         the run split it; any other data is taken as it is, nothing carved: its test/ split by
         default, or all of it when it has none (split None); classes are matched by name."""

@@ -166,7 +166,7 @@ class DenoiseTask(Task):
         return TaskData(train, val, test, meta=meta)
 
     def build_eval_data(self, cfg: Config, meta: DataMeta, device: torch.device, *, dataset: str | None = None,
-                        split: str | None = "test") -> tuple[Iterable, str]:
+                        split: str | None = None) -> tuple[Iterable, str]:
         if split not in (None, "test"):
             raise CnnzooError("a denoising checkpoint is evaluated on its test sets; leave out --split "
                               "(it is for classification)")
