@@ -198,7 +198,8 @@ def start_normalization(cfg: Config, in_chans: int) -> tuple[tuple[float, ...], 
     if m.pretrained:
         entry = _entry(m.pretrained, m.name)
         if entry is None or entry.preprocessing is None:
-            return _unknown_stats(m.pretrained)
+            _note_unknown_stats(m.pretrained)
+            return None
         pre = entry.preprocessing
         return stats_for_channels(tuple(pre.mean), in_chans), stats_for_channels(tuple(pre.std), in_chans), entry.tag
     _, about = _read(m.init_from, trust=cfg.runtime.trust_checkpoint)
@@ -209,13 +210,13 @@ def start_normalization(cfg: Config, in_chans: int) -> tuple[tuple[float, ...], 
     if entry is not None and entry.preprocessing is not None:
         pre = entry.preprocessing
         return stats_for_channels(tuple(pre.mean), in_chans), stats_for_channels(tuple(pre.std), in_chans), entry.tag
-    return _unknown_stats(m.init_from)
+    _note_unknown_stats(m.init_from)
+    return None
 
 
-def _unknown_stats(spec: str) -> None:
+def _note_unknown_stats(spec: str) -> None:
     log.info("normalising with the dataset's mean/std: %s does not say which statistics its weights were trained "
              "with (a cnnzoo checkpoint or a registered weights file does)", Path(spec).name)
-    return None
 
 
 def publisher_options(cfg: Config) -> dict[str, Any]:

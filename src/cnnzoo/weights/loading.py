@@ -30,10 +30,10 @@ from torch import nn
 
 from .. import models as _models  # noqa: F401  (registers the architectures)
 from ..registry import create_model, model_info, stats_for_channels
-from . import akamaster
+from . import akamaster, converters
 from .catalogue import ENTRIES, default_weights, get_weights
 from .classes import class_names
-from .converters import CONVERTERS, State, check_state, converter_for, sources_for, state_problems
+from .converters import State, check_state, converter_for, sources_for, state_problems
 from .dncnn import dncnn_from_stub, is_official_dncnn
 from .entry import WeightsEntry, WeightsError
 from .hub import file_sha256, require_cached
@@ -193,7 +193,7 @@ def renamings(state: State, arch: str) -> list[tuple[str, State]]:
     architecture's family's first: for loading a file by name when no converter fits it exactly
     (a timm SE-ResNet's `se.*` names into a ResNet built with attn_layer="se")."""
     family = model_info(arch)["family"]
-    order = sorted(CONVERTERS, key=lambda key: key[1] != family)
+    order = sorted(converters.CONVERTERS, key=lambda key: key[1] != family)
     out, seen = [], set()
     for source, fam in order:
         convert = converter_for(source, fam)
