@@ -27,6 +27,7 @@ class LayerRow:
     params: int
     macs: int
     depth: int
+    trainable: int = 0  # of `params`, those with requires_grad (the rest are frozen)
 
 
 @dataclass
@@ -74,10 +75,12 @@ def summary(model: nn.Module, input_size: tuple[int, ...] | None = None, *, dept
         if not _shown(module, level, depth):
             continue
         recurse = depth is not None and level == depth
+        own = list(module.parameters(recurse=recurse))
         rows.append(LayerRow(
             name=name, type=type(module).__name__, output_shape=shapes.get(name, NOT_RUN),
-            params=sum(p.numel() for p in module.parameters(recurse=recurse)),
+            params=sum(p.numel() for p in own),
             macs=_module_macs(counts, f"{root}.{name}", module, recurse), depth=level,
+            trainable=sum(p.numel() for p in own if p.requires_grad),
         ))
     params = {id(p): p for p in model.parameters()}.values()
     return ModelSummary(
@@ -157,8 +160,11 @@ def format_summary(s: ModelSummary) -> str:
     headers = ("Layer", "Type", "Output shape", "Params", "MACs")
     table = [(("  " * (r.depth - 1)) + r.name, r.type, _fmt_shape(r.output_shape), f"{r.params:,}", f"{r.macs:,}")
              for r in s.rows]
-    widths = [max(len(h), *(len(row[i]) for row in table)) if table else len(h) for i, h in enumerate(headers)]
     right = (False, False, False, True, True)
+    if s.total_params != s.trainable_params:  # something is frozen: say where, layer by layer
+        headers, right = (*headers[:4], "Trainable", headers[4]), (*right, True)
+        table = [(*row[:4], _trainable(r), row[4]) for row, r in zip(table, s.rows)]
+    widths = [max(len(h), *(len(row[i]) for row in table)) if table else len(h) for i, h in enumerate(headers)]
 
     def line(cells):
         return "  ".join(c.rjust(w) if r else c.ljust(w) for c, w, r in zip(cells, widths, right)).rstrip()
@@ -196,6 +202,12 @@ def _totals(s: ModelSummary) -> list[str]:
                 f"Keras counts them as non-trainable params: {s.total_params + s.norm_statistics:,} in all, "
                 f"{frozen + s.norm_statistics:,} non-trainable)"]
     return out
+
+
+def _trainable(row: LayerRow) -> str:
+    if row.params == 0:
+        return "-"
+    return "all" if row.trainable == row.params else "frozen" if row.trainable == 0 else f"{row.trainable:,}"
 
 
 def norm_statistics(model: nn.Module) -> int:

@@ -26,7 +26,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="instead of a checkpoint: published weights (a tag from `cnnzoo weights list` or a file such "
                         "as akamaster's .th) for --model, with their preprocessing and class names; needs --data")
     p.add_argument("--data", help="dataset name or path (default: the one the checkpoint was trained on)")
-    p.add_argument("--split", default="test", choices=("test", "val", "train"))
+    p.add_argument("--split", choices=("all", "test", "val", "train"),
+                   help="which images: the checkpoint's own data is split as its run split it; other data is taken "
+                        "as it is (its test/ folder, val/ folder, or all of it). Default: the test split where there "
+                        "is one, otherwise (data other than the run's, e.g. a folder of class folders) everything")
     p.add_argument("--tta", choices=TTA_MODES, help="test-time augmentation (default: the run's eval.tta)")
     p.add_argument("--crop-size", type=int, help="10-crop side in pixels (default 7/8 of the image side)")
     p.add_argument("--scales", help="multi-scale factors, comma-separated (default: the run's eval.scales)")
@@ -47,15 +50,17 @@ def run(args: argparse.Namespace) -> int:
     suffix = "" if args.tta in (None, "none") else f"-{args.tta}"
     if args.weights:
         ckpt, source = weights_as_checkpoint(args), args.weights
-        out = Path(args.out) if args.out else Path("runs") / f"eval-{ckpt['model_name']}-{args.split}{suffix}"
     elif args.checkpoint:
         ckpt, source = read_checkpoint(args.checkpoint, trust=args.trust_checkpoint, expect_model=args.model), args.checkpoint
-        out = Path(args.out) if args.out else Path(args.checkpoint).parent / f"eval-{args.split}{suffix}"
     else:
         raise CnnzooError("give a CHECKPOINT, or --model NAME --weights TAG_OR_FILE --data DATA")
+    refuse_ignored_options(args, ckpt)
     result = evaluate_checkpoint(source, data=args.data, split=args.split, tta=args.tta,
                                  crop_size=args.crop_size, scales=_scales(args.scales), batch_size=args.batch_size,
-                                 device=args.device, image_size=args.image_size, out_dir=out, ckpt=ckpt)
+                                 device=args.device, image_size=args.image_size, ckpt=ckpt)
+    name = f"eval-{ckpt['model_name']}-{result.split}{suffix}" if args.weights else f"eval-{result.split}{suffix}"
+    out = Path(args.out) if args.out else (Path("runs") if args.weights else Path(args.checkpoint).parent) / name
+    result.files = result.report.write(out, result)
     print(f"{'weights' if args.weights else 'checkpoint'}: {result.checkpoint} ({result.model})")
     if result.task == "classify":
         print_classification(result)
@@ -65,6 +70,23 @@ def run(args: argparse.Namespace) -> int:
             print(line)
     print(f"wrote {', '.join(str(f) for f in result.files)}")
     return 0
+
+
+# Options only a classifier's evaluation uses (flag -> argparse dest); a denoiser refuses them
+# rather than ignore them.
+CLASSIFICATION_ONLY = {"--tta": "tta", "--crop-size": "crop_size", "--scales": "scales", "--split": "split",
+                       "--image-size": "image_size", "--batch-size": "batch_size", "--weights": "weights"}
+
+
+def refuse_ignored_options(args: argparse.Namespace, ckpt: dict) -> None:
+    task = ckpt.get("task", "classify")
+    if task == "classify":
+        return
+    given = [flag for flag, dest in CLASSIFICATION_ONLY.items() if getattr(args, dest, None) is not None]
+    if given:
+        raise CnnzooError(f"{' and '.join(given)}: not used by the evaluation of a {task!r} checkpoint "
+                          f"({ckpt.get('model_name')}), which scores its test sets as they are; leave "
+                          f"{'them' if len(given) > 1 else 'it'} out")
 
 
 def draw_classification(report, out: Path) -> list[Path]:
@@ -93,7 +115,8 @@ def weights_as_checkpoint(args: argparse.Namespace) -> dict:
 
 def print_classification(result) -> None:
     report = result.report
-    print(f"data: {result.dataset}, {result.split} split, {report.images:,} images, TTA: {report.tta}")
+    which = f"all {report.images:,} images" if result.split == "all" else f"{result.split} split, {report.images:,} images"
+    print(f"data: {result.dataset}, {which}, TTA: {report.tta}")
     print(f"top-1 accuracy {100 * report.top1:.2f}%   top-5 accuracy {100 * report.top5:.2f}%   "
           f"loss {report.loss:.4f}")
     rows = [[name, f"{n:,}", f"{100 * acc:.2f}%"] for name, n, acc in report.per_class if n]

@@ -21,7 +21,7 @@ from ..engine.config import (Config, ConfigError, config_from_dict, config_to_di
 FLAG_KEYS = {
     "task": "task",
     "model": "model.name", "init_from": "model.init_from", "freeze_backbone": "model.freeze_backbone",
-    "pretrained": "model.pretrained", "normalize": "data.normalize",
+    "pretrained": "model.pretrained", "normalize": "data.normalize", "allow_partial": "model.allow_partial",
     "data": "data.dataset", "batch_size": "data.batch_size", "image_size": "data.image_size",
     "val_fraction": "data.val_fraction", "workers": "data.num_workers", "on_bad_image": "data.on_bad_image",
     "download": "data.download",
@@ -69,6 +69,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     g.add_argument("--freeze-backbone", action="store_true", default=None,
                    help="train only the classifier; backbone BatchNorm statistics stay fixed (needs --pretrained "
                         "or --init-from)")
+    g.add_argument("--allow-partial", action="store_true", default=None,
+                   help="with --init-from: start even when weights besides the classifier are missing from the file "
+                        "(they are listed and left random; without this flag that is an error)")
     g.add_argument("--normalize", choices=("weights", "dataset"),
                    help="with --pretrained/--init-from: normalise with the weights' mean/std (default) or the data's")
     g = p.add_argument_group("optimisation")

@@ -110,6 +110,47 @@ def resolve(spec: str, root: Path, download: bool) -> Source:
     return _from_path(Path(spec).expanduser(), spec)
 
 
+def _spec_path(spec: str) -> Path | None:
+    """The path part of a spec (`cifar10:/data/x`, `my_images/`), None for a bare name (`digits`)."""
+    if _canonical(spec):
+        return None
+    head, sep, tail = spec.partition(":")
+    return Path(tail if _canonical(head) and sep and tail else spec).expanduser()
+
+
+def absolute_spec(spec: str) -> str:
+    """`spec` with its path made absolute and resolved (names stay names), so a run or a checkpoint
+    that stores it finds the data from any working directory. A path that does not exist is kept
+    as given, for the error that names it."""
+    spec = str(spec)
+    path = _spec_path(spec)
+    if path is None or not path.exists():
+        return spec
+    head, sep, tail = spec.partition(":")
+    return f"{head}:{path.resolve()}" if _canonical(head) and sep and tail else str(path.resolve())
+
+
+def missing_path(spec: str) -> Path | None:
+    """The path a spec names when it is a path (not a dataset name) that does not exist, else None."""
+    path = _spec_path(str(spec))
+    return path if path is not None and not path.exists() else None
+
+
+def dataset_fingerprint(spec: str, *, cache_dir: str | Path | None = None, download: bool = False) -> str:
+    """The fingerprint `load_dataset(spec)` would give, without decoding anything (a checkpoint's
+    stored fingerprint tells whether data given for evaluation is the run's own, moved or not)."""
+    source = resolve(str(spec), Path(cache_dir).expanduser() if cache_dir else default_cache_dir(), download)
+    return _fingerprint(source)
+
+
+def _fingerprint(source: Source) -> str:
+    if source.kind == "digits":
+        import sklearn
+
+        return f"sklearn-digits-{sklearn.__version__}"
+    return source_fingerprint(source.path)
+
+
 def _decode_size(source: Source, image_size: int | None) -> int | None:
     if source.kind == "digits":
         return image_size
@@ -129,11 +170,9 @@ def _read(source: Source, decode_size: int | None, num_workers: int) -> dict:
 
 def decoded(source: Source, decode_size: int | None, cache_dir, num_workers: int) -> tuple[dict, str, bool]:
     """The decoded payload (from the cache when the source is unchanged), its fingerprint, from_cache."""
+    fingerprint = _fingerprint(source)
     if source.kind == "digits":  # 1,797 tiny images: rebuilding is faster than any cache
-        import sklearn
-
-        return read_digits(decode_size), f"sklearn-digits-{sklearn.__version__}", False
-    fingerprint = source_fingerprint(source.path)
+        return read_digits(decode_size), fingerprint, False
     label = f"folder-{source.path.name}" if source.kind == "folder" else source.name
     file = cache_path(cache_dir, label, fingerprint,
                       {"kind": source.kind, "size": decode_size})
@@ -167,14 +206,24 @@ def _check_nonempty_classes(split: ImageSplit, classes: list[str], where: str) -
         raise DataError(f"class {empty[0]!r} has no readable training image in {where}; add images or remove it")
 
 
-def _splits(payload: dict, val_fraction: float, test_fraction: float, seed: int):
+def _splits(payload: dict, val_fraction: float, test_fraction: float, seed: int, name: str):
     parts = {k: ImageSplit(v["images"], v["labels"]) for k, v in payload["splits"].items()}
+    if "train" not in parts and "all" not in parts:
+        raise DataError(f"{name} has {'/'.join(sorted(parts))} folders but no train/ folder; add train/<class>/ "
+                        "to train on it (`cnnzoo eval CHECKPOINT --data` evaluates it as it is)")
     if "all" in parts:
         rest, test = carve(parts["all"], test_fraction, TEST_SEED)
         train, val = carve(rest, val_fraction, seed)
         return train, val, test if len(test) else None
     train, val = (parts["train"], parts["val"]) if "val" in parts else carve(parts["train"], val_fraction, seed)
     return train, val, parts.get("test")
+
+
+def _own_splits(payload: dict):
+    """(train, val, test) as the source has them, nothing carved: a folder without train/ is all
+    "train" (evaluation reads it whole), a missing split is None."""
+    parts = {k: ImageSplit(v["images"], v["labels"]) for k, v in payload["splits"].items()}
+    return parts.get("train", parts.get("all")), parts.get("val"), parts.get("test")
 
 
 def _check_args(val_fraction: float, test_fraction: float, on_bad_image: str, max_bad_images, image_size) -> None:
@@ -191,11 +240,15 @@ def _check_args(val_fraction: float, test_fraction: float, on_bad_image: str, ma
 
 def load_dataset(spec: str = "digits", *, val_fraction: float = 0.1, seed: int = 0, image_size: int | None = None,
                  cache_dir: str | Path | None = None, on_bad_image: str = "error", max_bad_images: int | float = 0.01,
-                 download: bool = False, num_workers: int = 2, test_fraction: float = 0.2) -> DatasetBundle:
+                 download: bool = False, num_workers: int = 2, test_fraction: float = 0.2,
+                 carve: bool = True) -> DatasetBundle:
     """Load a dataset by name or path into uint8 train / val / test splits (see the module docstring).
 
     `test_fraction` (an addition to the agreed interface) is carved, stratified and with a
     fixed seed, only from sources without a test set of their own: digits and single folders.
+    `carve=False` (for evaluating data other than a run's own) keeps the splits the source has and
+    carves none: a folder without train/ comes whole as `train`, a missing val or test is None,
+    and the statistics are not computed (mean/std are empty).
     """
     _check_args(val_fraction, test_fraction, on_bad_image, max_bad_images, image_size)
     root = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
@@ -204,7 +257,9 @@ def load_dataset(spec: str = "digits", *, val_fraction: float = 0.1, seed: int =
     payload, fingerprint, from_cache = decoded(source, decode_size, root, num_workers)
     bad = _bad_image_policy(payload, on_bad_image, max_bad_images)
     classes = list(payload["classes"])
-    train, val, test = _splits(payload, val_fraction, test_fraction, seed)
+    if not carve:
+        return _uncarved(source, payload, classes, image_size, fingerprint, bad, from_cache)
+    train, val, test = _splits(payload, val_fraction, test_fraction, seed, source.name)
     _check_nonempty_classes(train, classes, source.name)
     large = source.kind == "folder" and decode_size is not None and decode_size != image_size
     if large:
@@ -218,3 +273,22 @@ def load_dataset(spec: str = "digits", *, val_fraction: float = 0.1, seed: int =
     return DatasetBundle(name=source.name, classes=classes, train=train, val=val, test=test, mean=mean, std=std,
                          input_size=(c, h, w), fingerprint=fingerprint, bad_images=bad, from_cache=from_cache,
                          large_images=large)
+
+
+def _uncarved(source: Source, payload: dict, classes: list[str], image_size: int | None, fingerprint: str,
+              bad: list, from_cache: bool) -> DatasetBundle:
+    """The bundle of `load_dataset(carve=False)`: the source's own splits, at image_size (large
+    folder images centre-cropped as evaluated images always are)."""
+    train, val, test = _own_splits(payload)
+    first = next(s for s in (train, val, test) if s is not None)
+    size = image_size or first.images.shape[-1]
+    if source.kind == "folder" and first.images.shape[-1] != size:
+        fit = (lambda s: ImageSplit(center_crop(s.images, size), s.labels))
+    elif image_size and first.images.shape[-1] != size:
+        fit = (lambda s: ImageSplit(resize_uint8(s.images, size), s.labels))
+    else:
+        fit = (lambda s: s)
+    train, val, test = (fit(s) if s is not None else None for s in (train, val, test))
+    c, h, w = next(s for s in (train, val, test) if s is not None).images.shape[1:]
+    return DatasetBundle(name=source.name, classes=classes, train=train, val=val, test=test, mean=(), std=(),
+                         input_size=(c, h, w), fingerprint=fingerprint, bad_images=bad, from_cache=from_cache)

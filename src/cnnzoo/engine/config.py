@@ -46,6 +46,8 @@ class ModelConfig:
     init_from: str | None = None  # a checkpoint or weights file to start from (fine-tuning)
     pretrained: str | None = None  # published weights: a tag (`cnnzoo weights list`) or a file
     freeze_backbone: bool = False  # train only the classifier; backbone BN statistics stay fixed
+    # init_from: start even when tensors besides the classifier are left random (listed); else refused
+    allow_partial: bool = resumable(False)
 
 
 @dataclass

@@ -4,7 +4,8 @@ A checkpoint holds everything needed to continue bit for bit (weights, optimiser
 grad scaler, data position, RNG states, running metrics) as plain data that loads with
 `torch.load(weights_only=True)`. A resume is refused, naming the keys, when the model, the
 data or a setting differs from the checkpoint's; the settings that may change are the config
-fields declared `resumable` (cnnzoo.engine.config).
+fields declared `resumable` (cnnzoo.engine.config), and the dataset's path: the data is the same
+when its fingerprint is (a moved dataset is found again with `--data NEWPATH`).
 """
 
 from __future__ import annotations
@@ -165,12 +166,15 @@ def check_resume(resume: Resume, cfg: Config, task: Task, meta: DataMeta) -> Non
                             ("in_chans", "input channels", meta.in_chans)):
         if ckpt.get(key) != now:
             problems.append(f"{label}: {ckpt.get(key)} in the checkpoint, {now} in this data")
-    if ckpt.get("fingerprint") != meta.fingerprint:
-        problems.append(f"dataset: the checkpoint was trained on {ckpt.get('dataset')} "
-                        f"({str(ckpt.get('fingerprint'))[:16]}), this run loads {meta.dataset} "
-                        f"({meta.fingerprint[:16]})")
     before, now = _flatten(ckpt.get("config", {})), _flatten(config_to_dict(cfg))
-    changeable = resumable_keys()
+    same_data = ckpt.get("fingerprint") == meta.fingerprint
+    if not same_data:
+        problems.append(f"dataset: the checkpoint was trained on {before.get('data.dataset')} (fingerprint "
+                        f"{str(ckpt.get('fingerprint'))[:16]}), this run loads {now.get('data.dataset')} (fingerprint "
+                        f"{meta.fingerprint[:16]}): other files, or copies with new modification times (`cp -a` and "
+                        "`rsync -a` keep them)")
+    # The data is known by its fingerprint, not by where it is: a moved dataset resumes (--data NEWPATH).
+    changeable = resumable_keys() | {"data.dataset"}
     for key in sorted(set(before) | set(now)):
         if before.get(key) != now.get(key) and key not in changeable:
             problems.append(f"{key}: {before.get(key)!r} in the checkpoint, {now.get(key)!r} now")

@@ -133,9 +133,10 @@ class Task(ABC):
 
     @abstractmethod
     def build_eval_data(self, cfg: Any, meta: DataMeta, device: torch.device, *, dataset: str | None = None,
-                        split: str = "test") -> tuple[Iterable, str]:
-        """(loader, dataset name) of one split for evaluating a checkpoint trained on `meta`'s data:
-        the same batches the run's final test saw when `dataset` is None and split is "test"."""
+                        split: str | None = None) -> tuple[Iterable, str] | tuple[Iterable, str, str]:
+        """(loader, dataset name[, split]) of one split for evaluating a checkpoint trained on `meta`'s
+        data: the same batches the run's final test saw when `dataset` is None and split is "test".
+        `split` None (or left out) asks for the task's default split, which it may name as a third element."""
 
     @abstractmethod
     def build_model(self, cfg: Any, meta: DataMeta) -> nn.Module:

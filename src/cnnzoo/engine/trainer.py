@@ -15,6 +15,7 @@ registry; the engine never imports a concrete task.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import math
 import time
@@ -25,6 +26,7 @@ import torch
 import yaml
 from torch import nn
 
+from ..data.datasets import absolute_spec, missing_path
 from ..errors import CnnzooError
 from . import report
 from .checkpoint import CheckpointError, load_checkpoint
@@ -56,7 +58,9 @@ class RunResult:
 
 
 def train(cfg: Config, *, resume: Resume | None = None, progress: Progress | None = None) -> RunResult:
-    validate(cfg)
+    cfg = portable(validate(cfg))
+    if resume is not None:
+        check_data_present(cfg, resume)
     progress = progress or Progress(cfg.runtime.progress, log_every=cfg.runtime.log_every)
     say = progress.write
     with StopRequest() as stop, contextlib.ExitStack() as held:  # from the start: a signal while data loads stops
@@ -171,6 +175,25 @@ def train(cfg: Config, *, resume: Resume | None = None, progress: Progress | Non
 
 
 # ---------------------------------------------------------------------------- set-up helpers
+
+
+def portable(cfg: Config) -> Config:
+    """cfg with the dataset and weight-file paths absolute, so the run's config.yaml and
+    checkpoints work from any directory (`cnnzoo eval`, `--resume`); names stay names."""
+    m = cfg.model
+    files = {k: str(Path(v).expanduser().resolve()) for k, v in (("init_from", m.init_from), ("pretrained", m.pretrained))
+             if v and Path(v).expanduser().is_file()}
+    return dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, dataset=absolute_spec(cfg.data.dataset)),
+                               model=dataclasses.replace(m, **files))
+
+
+def check_data_present(cfg: Config, resume: Resume) -> None:
+    """A resumed run whose dataset is no longer where it was: say how to point at its new place."""
+    stored = resume.checkpoint.get("config", {}).get("data", {}).get("dataset")
+    gone = missing_path(cfg.data.dataset)
+    if gone is not None and cfg.data.dataset == stored:
+        raise ResumeError(f"cannot resume {resume.path}: its dataset {stored} is not there any more; if it moved, "
+                          "resume with --data NEWPATH (accepted when its fingerprint is the run's)")
 
 
 def _steps_per_epoch(cfg: Config, data: TaskData) -> int:

@@ -20,7 +20,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..data import BatchAugment, DatasetBundle, DeviceLoader, ImageSplit, augment_policy, load_dataset
-from ..data.transforms import resize_uint8
+from ..data.datasets import absolute_spec, dataset_fingerprint
+from ..data.transforms import center_crop, resize_uint8
 from ..engine.config import Config, ConfigError, check_crop
 from ..engine.metrics import confusion_matrix, topk_correct, write_confusion_csv
 from ..engine.task import DataMeta, LossFn, Task, TaskData, register_task
@@ -63,13 +64,15 @@ class ClassificationTask(Task):
         return TaskData(train, val, test, meta=dataset_meta(bundle, normalized_by=normalized_by))
 
     def build_eval_data(self, cfg: Config, meta: DataMeta, device: torch.device, *, dataset: str | None = None,
-                        split: str = "test") -> tuple[Iterable, str]:
-        bundle = match_classes(meta, load_bundle(cfg, dataset=dataset))
-        images = {"test": bundle.test, "val": bundle.val, "train": bundle.train}.get(split)
-        if images is None or len(images) == 0:
-            others = [k for k in ("test", "val", "train") if getattr(bundle, k) is not None and len(getattr(bundle, k))]
-            raise DataError(f"{bundle.name} has no {split} split; use --split {others[0] if others else 'train'}")
-        return eval_loader(images, cfg, meta.mean, meta.std, device), bundle.name
+                        split: str | None = None) -> tuple[Iterable, str, str]:
+        """The run's own data (`dataset` None, or data with the run's fingerprint: moved) is split as
+        the run split it; any other data is taken as it is, nothing carved: its test/ split by
+        default, or all of it when it has none (split None); classes are matched by name."""
+        own = dataset is None or is_runs_data(cfg, meta, dataset)
+        size = cfg.data.image_size if own else cfg.data.image_size or meta.input_size[-1]
+        bundle = match_classes(meta, load_bundle(cfg, dataset=dataset, carve=own, image_size=size))
+        split, images = pick_split(bundle, split, own=own)
+        return eval_loader(images, cfg, meta.mean, meta.std, device), bundle.name, split
 
     def build_model(self, cfg: Config, meta: DataMeta) -> nn.Module:
         model = build_classifier(cfg, meta)
@@ -209,6 +212,43 @@ def dataset_meta(bundle: DatasetBundle, *, normalized_by: str = "") -> DataMeta:
     )
 
 
+def is_runs_data(cfg: Config, meta: DataMeta, dataset: str) -> bool:
+    """Whether `dataset` is the data the run was trained on (same fingerprint), wherever it is now."""
+    same = dataset_fingerprint(dataset, cache_dir=cfg.data.cache_dir) == meta.fingerprint
+    if same and absolute_spec(dataset) != cfg.data.dataset:
+        log.info("%s has the fingerprint of the run's data (%s): split as the run split it", dataset,
+                 cfg.data.dataset)
+    return same
+
+
+EVAL_SPLITS = ("test", "val", "train", "all")
+
+
+def pick_split(bundle: DatasetBundle, split: str | None, *, own: bool) -> tuple[str, ImageSplit]:
+    """(split name, its images): `split`, or by default the test split, else (data other than the
+    run's) all of it; "all" is every split together."""
+    present = {k: s for k in ("test", "val", "train") if (s := getattr(bundle, k)) is not None and len(s)}
+    if split is None:
+        if "test" in present or own:
+            split = "test"
+        else:
+            split = "all"
+    if split == "all":
+        parts = [_at_input_size(s, bundle) for s in present.values()]
+        return "all", ImageSplit(torch.cat([p.images for p in parts]), torch.cat([p.labels for p in parts]))
+    if split not in present:
+        options = ", ".join(f"--split {k}" for k in [*present, "all"] if own or k != "train")
+        whose = " (the run had none)" if own else f" of its own (no {split}/ folder)"
+        raise DataError(f"{bundle.name} has no {split} split{whose}; use {options}")
+    return split, _at_input_size(present[split], bundle)
+
+
+def _at_input_size(images: ImageSplit, bundle: DatasetBundle) -> ImageSplit:
+    """A large-image run keeps its train split larger (for random-resized crops): centre-crop it."""
+    side = bundle.input_size[-1]
+    return images if images.images.shape[-1] == side else ImageSplit(center_crop(images.images, side), images.labels)
+
+
 def match_classes(meta: DataMeta, bundle: DatasetBundle) -> DatasetBundle:
     """The bundle with its labels numbered as the model's classes: unchanged when the names are
     the same; relabelled by name when the data's classes are some of the model's (a folder of a
@@ -222,20 +262,27 @@ def match_classes(meta: DataMeta, bundle: DatasetBundle) -> DatasetBundle:
     splits = {k: getattr(bundle, k) for k in ("train", "val", "test")}
     relabelled = {k: None if s is None else dataclasses.replace(s, labels=index[s.labels.long()].to(s.labels.dtype))
                   for k, s in splits.items()}
-    log.info("%s: %d classes matched by name to the model's %d", bundle.name, len(given), len(trained))
+    others = len(trained) - len(given)
+    log.info("%s: its %d classes matched by name to the model's %d%s", bundle.name, len(given), len(trained),
+             f"; accuracy is over these classes' images, and a prediction of any of the {others} others counts as "
+             "an error" if others else "")
     return dataclasses.replace(bundle, classes=trained, **relabelled)
+
+
+def _names(names: list[str], limit: int = 8) -> str:
+    return ", ".join(names[:limit]) + (f", ... ({len(names)} in all)" if len(names) > limit else "")
 
 
 def check_same_classes(meta: DataMeta, bundle: DatasetBundle) -> None:
     trained, given = list(meta.classes), list(bundle.classes)
     if trained != given:
-        extra = sorted(set(given) - set(trained))[:5]
-        missing = sorted(set(trained) - set(given))[:5]
-        detail = "; ".join(filter(None, [f"not in the checkpoint: {', '.join(extra)}" if extra else "",
-                                         f"missing from the data: {', '.join(missing)}" if missing else ""]))
+        extra = sorted(set(given) - set(trained))
+        missing = sorted(set(trained) - set(given))
+        detail = "; ".join(filter(None, [f"unknown to the checkpoint: {_names(extra)}" if extra else "",
+                                         f"missing from the data: {_names(missing)}" if missing else ""]))
         raise DataError(f"class mismatch: the checkpoint was trained on {len(trained)} classes, {bundle.name} has "
-                        f"{len(given)} ({detail or 'same names in another order'}); evaluate on data with the "
-                        "checkpoint's classes")
+                        f"{len(given)} ({detail or 'same names in another order'}); evaluate on data whose class "
+                        "folders are named as the checkpoint's classes (some of them is enough)")
     if meta.in_chans != bundle.input_size[0]:
         raise DataError(f"the checkpoint takes {meta.in_chans}-channel images, {bundle.name} has "
                         f"{bundle.input_size[0]}-channel ones")
@@ -275,12 +322,15 @@ def check_input_size(model: nn.Module, name: str, input_size: tuple[int, ...]) -
         model.train(was_training)
 
 
-def load_bundle(cfg: Config, *, dataset: str | None = None) -> DatasetBundle:
-    """The DatasetBundle of cfg.data (or of another dataset, for evaluation)."""
+def load_bundle(cfg: Config, *, dataset: str | None = None, carve: bool = True,
+                image_size: int | None = None) -> DatasetBundle:
+    """The DatasetBundle of cfg.data (or of another dataset, for evaluation: `carve=False` keeps
+    its own splits, at `image_size`)."""
     d = cfg.data
     bundle = load_dataset(dataset or d.dataset, val_fraction=d.val_fraction, seed=d.split_seed,
-                          image_size=d.image_size, cache_dir=d.cache_dir, on_bad_image=d.on_bad_image,
-                          max_bad_images=d.max_bad_images, download=d.download, num_workers=d.num_workers)
+                          image_size=image_size or d.image_size, cache_dir=d.cache_dir, on_bad_image=d.on_bad_image,
+                          max_bad_images=d.max_bad_images, download=d.download, num_workers=d.num_workers,
+                          carve=carve)
     return _fit_model_minimum(bundle, cfg.model.name)
 
 

@@ -166,8 +166,8 @@ class DenoiseTask(Task):
         return TaskData(train, val, test, meta=meta)
 
     def build_eval_data(self, cfg: Config, meta: DataMeta, device: torch.device, *, dataset: str | None = None,
-                        split: str = "test") -> tuple[Iterable, str]:
-        if split != "test":
+                        split: str | None = None) -> tuple[Iterable, str]:
+        if split not in (None, "test"):
             raise CnnzooError("a denoising checkpoint is evaluated on its test sets; leave out --split "
                               "(it is for classification)")
         source = dataset or meta.dataset
