@@ -102,7 +102,7 @@ class Tracker:
 
     def __init__(self, progress: Progress, total: int, desc: str, initial: int, *, training: bool):
         self.progress, self.total, self.desc, self.training = progress, total, desc, training
-        self.done = self.initial = initial
+        self.done = self.initial = self.logged = initial
         self.images = 0
         self.start = self.last_line = time.perf_counter()
         self.metrics: dict[str, float] = {}
@@ -117,6 +117,8 @@ class Tracker:
     def __exit__(self, *exc: Any) -> None:
         if self.bar is not None:
             self.bar.close()
+        elif self.progress.mode == "log" and self.training and self.done > self.logged:
+            self._log_line()  # every training epoch says where it ended, even cut short by max_steps
 
     @property
     def rate(self) -> float:
@@ -134,14 +136,16 @@ class Tracker:
             self.bar.info = self.status()
             self.bar.update(1)
         elif self.progress.mode == "log" and self._line_due():
-            self.last_line = time.perf_counter()
-            self.progress.note(f"{self.desc} {self.done}/{self.total} {self.status()}")
+            self._log_line()
 
     def _line_due(self) -> bool:
-        """Off a terminal: every log_every steps, every log_seconds, and at the end of an epoch."""
+        """Off a terminal: every log_every steps and every log_seconds (and at the end of an epoch)."""
         return (self.done % self.progress.log_every == 0
-                or time.perf_counter() - self.last_line >= self.progress.log_seconds
-                or (self.training and self.done >= self.total))
+                or time.perf_counter() - self.last_line >= self.progress.log_seconds)
+
+    def _log_line(self) -> None:
+        self.last_line, self.logged = time.perf_counter(), self.done
+        self.progress.note(f"{self.desc} {self.done}/{self.total} {self.status()}")
 
     def status(self) -> str:
         """`loss 1.58 acc 47.41% 5,354 img/s eta 0:03, run 1:42`: metrics, rate, then the ETAs."""

@@ -59,7 +59,7 @@ def planned_training(schedule: ScheduleConfig, steps_per_epoch: int) -> str:
     text = f"{count(planned_epochs(schedule, steps_per_epoch), 'epoch')} x {count(steps_per_epoch, 'step')}"
     total = total_steps(schedule, steps_per_epoch)
     if total < schedule.epochs * steps_per_epoch:
-        text += f", stopping at step {total:,} (max_steps)"
+        text += f", stopping at step {total:,} (max steps)"
     return text
 
 
