@@ -28,6 +28,7 @@ from torch import nn
 
 from .._text import count
 from ..errors import CnnzooError
+from ..weights import resolve as resolve_weights
 from . import report
 from .checkpoint import CheckpointError, load_checkpoint
 from .config import Config, ConfigError, config_to_dict, validate
@@ -37,7 +38,6 @@ from .optim import build_optimizer, freeze_backbone, set_train_mode
 from .progress import Progress
 from .resume import (NonFiniteLossError, Resume, ResumeError, Run, RunWriteError, TrainState, check_resume,
                      load_resume, restore, resume_config, save_checkpoint)
-from ..weights import resolve as resolve_weights
 from .rundir import LOCK_NAME, check_not_busy, locked, new_run_dir
 from .runtime import Runtime, seed_everything
 from .schedulers import Schedule, total_steps
@@ -69,8 +69,9 @@ def train(cfg: Config, *, resume: Resume | None = None, progress: Progress | Non
 
         # ---- what can be checked without the data, then the run directory: before any decoding
         _check_start_weights(cfg, resume)
-        if resume is not None:
-            run_dir = held.enter_context(locked(resume.path.parent))
+        if resume is not None:  # locked once the resume is known to be possible: a refused one touches nothing
+            run_dir = resume.path.parent
+            check_not_busy(run_dir)
         else:
             existed = bool(cfg.runtime.out) and Path(cfg.runtime.out).exists()
             run_dir = held.enter_context(locked(claim_run_dir(cfg, cfg.data.dataset)))
@@ -84,6 +85,7 @@ def train(cfg: Config, *, resume: Resume | None = None, progress: Progress | Non
         task.check_config(cfg, data.meta)
         if resume is not None:
             check_resume(resume, cfg, task, data.meta)
+            held.enter_context(locked(run_dir))
         model = task.build_model(cfg, data.meta)
         if resume is None:  # model.pretrained / model.init_from; a resumed run has its own weights
             for line in load_start_weights(model, cfg, data.meta):
