@@ -19,7 +19,7 @@ from conftest import REPO_ROOT
 
 SRC = REPO_ROOT / "src" / "cnnzoo"
 LAYERS = [
-    {"errors", "_version", "_files", "_limits", "registry"},
+    {"errors", "_version", "_files", "_limits", "_text", "registry"},
     {"layers"},
     {"models"},
     {"data", "analysis", "weights"},

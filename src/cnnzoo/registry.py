@@ -228,6 +228,16 @@ def list_families() -> list[str]:
     return sorted({entry.family for entry in _REGISTRY.values()})
 
 
+def cite(paper: dict[str, Any], *, full: bool = False) -> str:
+    """'He et al. 2016' of a model_info paper; with `full` the title and arXiv id as well."""
+    authors = [a.strip() for a in paper["authors"].split(",") if a.strip()]
+    lead = f"{authors[0]} et al." if len(authors) > 2 else " & ".join(authors) or "?"
+    text = f"{lead} {paper['year']}"
+    if full:
+        text += f", {paper['title']}" + (f", arXiv {paper['arxiv']}" if paper["arxiv"] else "")
+    return text
+
+
 def model_info(name: str) -> dict[str, Any]:
     """Metadata of a registered model: family, paper, reference params, and its default_cfg."""
     entry = _entry(name)

@@ -7,11 +7,14 @@ run's final test used; this module only parses the arguments and prints the repo
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
+from .._text import count
+from ..engine.config import check_image_size
 from ..engine.tta import TTA_MODES
 from ..errors import CnnzooError
-from .table import format_table
+from .table import add_format_argument, format_csv, format_json, format_table
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -40,6 +43,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", help="folder for the report files")
     p.add_argument("--trust-checkpoint", action="store_true",
                    help="allow pickled Python objects in the checkpoint (trusted files only)")
+    add_format_argument(p, "the results (csv: one summary row, one per test set for a denoiser; json: the "
+                           "metrics, per-class accuracy and the files written)")
     p.set_defaults(func=run)
 
 
@@ -55,20 +60,35 @@ def run(args: argparse.Namespace) -> int:
     else:
         raise CnnzooError("give a CHECKPOINT, or --model NAME --weights TAG_OR_FILE --data DATA")
     refuse_ignored_options(args, ckpt)
+    check_image_size(ckpt["model_name"], args.image_size, key="--image-size")
     result = evaluate_checkpoint(source, data=args.data, split=args.split, tta=args.tta,
                                  crop_size=args.crop_size, scales=_scales(args.scales), batch_size=args.batch_size,
                                  device=args.device, image_size=args.image_size, ckpt=ckpt)
     name = f"eval-{ckpt['model_name']}-{result.split}{suffix}" if args.weights else f"eval-{result.split}{suffix}"
     out = Path(args.out) if args.out else (Path("runs") if args.weights else Path(args.checkpoint).parent) / name
     result.files = result.report.write(out, result)
-    print(f"{'weights' if args.weights else 'checkpoint'}: {result.checkpoint} ({result.model})")
     if result.task == "classify":
-        print_classification(result)
         result.files += draw_classification(result.report, out)
+    wrote = f"wrote {', '.join(str(f) for f in result.files)}"
+    if args.format == "table":
+        print(f"{'weights' if args.weights else 'checkpoint'}: {result.checkpoint} ({result.model})")
+        if result.task == "classify":
+            print_classification(result)
+        else:
+            for line in result.report.lines():
+                print(line)
+        print(wrote)
+        return 0
+    header = {"checkpoint": result.checkpoint, "model": result.model, "task": result.task,
+              "dataset": result.dataset, "split": result.split}
+    if args.format == "json":
+        print(format_json({**header, "metrics": result.metrics, **result.report.to_dict(),
+                           "files": [str(f) for f in result.files]}))
     else:
-        for line in result.report.lines():
-            print(line)
-    print(f"wrote {', '.join(str(f) for f in result.files)}")
+        rows = [{**header, **row} for row in result.report.summary_rows()]
+        columns = list(dict.fromkeys(k for row in rows for k in row))
+        print(format_csv(columns, [[row.get(k, "") for k in columns] for row in rows]))
+    print(wrote, file=sys.stderr)  # stdout holds the one document
     return 0
 
 
@@ -115,15 +135,17 @@ def weights_as_checkpoint(args: argparse.Namespace) -> dict:
 
 def print_classification(result) -> None:
     report = result.report
-    which = f"all {report.images:,} images" if result.split == "all" else f"{result.split} split, {report.images:,} images"
+    which = f"all {count(report.images, 'image')}" if result.split == "all" else \
+        f"{result.split} split, {count(report.images, 'image')}"
     print(f"data: {result.dataset}, {which}, TTA: {report.tta}")
-    print(f"top-1 accuracy {100 * report.top1:.2f}%   top-5 accuracy {100 * report.top5:.2f}%   "
-          f"loss {report.loss:.4f}")
+    top5 = f"top-5 accuracy {100 * report.top5:.2f}%   " if report.top5 is not None else ""
+    print(f"top-1 accuracy {100 * report.top1:.2f}%   {top5}loss {report.loss:.4f}")
     rows = [[name, f"{n:,}", f"{100 * acc:.2f}%"] for name, n, acc in report.per_class if n]
     print(format_table(["class", "images", "accuracy"], rows, right_align={1, 2}))
     absent = sum(1 for _, n, _ in report.per_class if not n)
     if absent:
-        print(f"({absent} of the model's {len(report.per_class)} classes have no images in the data)")
+        print(f"({absent} of the model's {count(len(report.per_class), 'class', 'classes')} "
+              f"{'has' if absent == 1 else 'have'} no images in the data)")
 
 
 def _scales(text: str | None) -> list[float] | None:

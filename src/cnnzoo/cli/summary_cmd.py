@@ -150,8 +150,20 @@ def run(args: argparse.Namespace) -> int:
     input_size = args.input_size or input_size or tuple(model.default_cfg["input_size"])
     if args.in_chans:
         input_size = (args.in_chans, *input_size[1:])
+    check_minimum(model, input_size)
     try:
         print(summary(model, input_size, depth=args.depth, keras=args.keras))
     except RuntimeError as err:  # e.g. an input too small for the network's downsampling
         raise CnnzooError(f"{args.name} cannot run on input {'x'.join(map(str, input_size))}: {err}".splitlines()[0]) from None
     return 0
+
+
+def check_minimum(model: nn.Module, input_size: tuple[int, ...]) -> None:
+    """The model's declared minimum input (registry min_input_size), named instead of the shape
+    error a forward pass would give ("Output size is too small")."""
+    cfg = getattr(model, "default_cfg", None) or {}
+    minimum = cfg.get("min_input_size")
+    if minimum and (input_size[1] < minimum[1] or input_size[2] < minimum[2]):
+        raise CnnzooError(f"--input-size: {cfg.get('architecture', 'the model')} needs inputs of at least "
+                          f"{minimum[1]}x{minimum[2]} pixels, got {input_size[1]}x{input_size[2]}; use for example "
+                          f"--input-size {input_size[0]},{minimum[1]},{minimum[2]}")

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import argparse
 import copy
+import logging
+import re
 import shlex
 import signal
 import sys
@@ -16,6 +18,11 @@ import yaml
 
 from ..engine.config import (Config, ConfigError, config_from_dict, config_to_dict, find_recipe, load_recipe,
                              parse_assignment, set_key, validate)
+from .._text import count
+from ..errors import CnnzooError
+from ..registry import model_info
+
+log = logging.getLogger(__name__)
 
 # flag (argparse dest) -> config key. Flags are shortcuts; --set KEY=VALUE reaches every key.
 FLAG_KEYS = {
@@ -135,11 +142,39 @@ def build_config(args: argparse.Namespace):
             raise ConfigError(f"{path}: {err}") from None
     else:
         raw = {}
-    for key, value in overrides(args):
+    given = overrides(args)
+    for key, value in given:
         set_key(raw, key, value)
     apply_task_defaults(raw, get_task(raw.get("task", "classify")))
+    if resume is None:
+        fit_recipe_image_size(raw, typed={key for key, _ in given})
     cfg = validate(config_from_dict(raw))
     return cfg, resume
+
+
+def fit_recipe_image_size(raw: dict, typed: set[str]) -> None:
+    """A recipe's data.image_size below the model's minimum input is raised to it, with a note; a
+    size the user typed (--image-size, --set data.image_size=) is theirs, and validate refuses it."""
+    size, name = (raw.get("data") or {}).get("image_size"), (raw.get("model") or {}).get("name")
+    if "data.image_size" in typed or not isinstance(size, int) or not isinstance(name, str):
+        return
+    minimum = model_info(name)["min_input_size"]
+    if minimum and size < min(minimum[1:]):
+        log.info("the recipe's data.image_size %d is below %s's minimum input; using %d px (choose with "
+                 "--image-size)", size, name, min(minimum[1:]))
+        set_key(raw, "data.image_size", min(minimum[1:]))
+
+
+def in_flag_words(message: str, args: argparse.Namespace) -> str:
+    """`message` with every config key the user set by a flag named as that flag (`data.image_size:
+    ...` -> `--image-size: ...`); keys set by a recipe or --set keep their names."""
+    for dest, key in FLAG_KEYS.items():
+        if getattr(args, dest, None) is not None:
+            flag = "--" + dest.replace("_", "-")
+            # a dotted key wherever it stands; `task` only as the key a message starts with
+            pattern = rf"(?<![\w.-]){re.escape(key)}(?![\w])" if "." in key else rf"^{key}(?=:)"
+            message = re.sub(pattern, flag, message)
+    return message
 
 
 def apply_task_defaults(raw: dict, task) -> None:
@@ -153,6 +188,14 @@ def apply_task_defaults(raw: dict, task) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    try:
+        return train_command(args)
+    except CnnzooError as err:  # main() prints it; in the words the user typed
+        err.args = (in_flag_words(str(err), args), *err.args[1:])
+        raise
+
+
+def train_command(args: argparse.Namespace) -> int:
     from ..engine.resume import RunFailure
     from ..engine.trainer import train
 
@@ -163,7 +206,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         result = train(cfg, resume=resume)
     except RunFailure as err:  # a failure at run time, not bad input
-        print(f"cnnzoo train: stopped: {err}", file=sys.stderr)
+        print(f"cnnzoo train: stopped: {in_flag_words(str(err), args)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt as err:  # before training started, or a second Ctrl-C
         signum = getattr(err, "signum", signal.SIGINT)
@@ -184,8 +227,8 @@ def draw_report(run_dir) -> None:
     started = time.perf_counter()
     files = end_of_run(run_dir)
     if files:
-        print(f"report: {files[-1]} and {len(files) - 1} pictures in {run_dir / 'plots'} "
-              f"({time.perf_counter() - started:.1f}s)", file=sys.stderr)
+        print(f"report: {files[-1]} and {count(len(files) - 1, 'picture')} in {run_dir / 'plots'} "
+              f"({time.perf_counter() - started:.1f}s)")
 
 
 __all__ = ["Config", "FLAG_KEYS", "build_config", "register", "run"]

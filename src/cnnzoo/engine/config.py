@@ -133,6 +133,7 @@ class RuntimeConfig:
     skip_nonfinite: int = resumable(0)  # steps with a NaN/inf loss that may be skipped before stopping
     progress: Literal["auto", "bar", "log", "off"] = resumable("auto")  # auto: bars on a terminal, lines off it
     log_every: int = resumable(50)  # steps between progress lines off a terminal
+    log_seconds: float = resumable(30.0)  # ... and at most this many seconds between them
     tensorboard: bool = resumable(True)  # when the tensorboard package is installed
     report: bool = resumable(True)  # plots and report.html at the end of a run (needs cnnzoo[viz])
     trust_checkpoint: bool = resumable(False)  # allow pickled objects in model.init_from
@@ -340,6 +341,7 @@ def validate(cfg: Config) -> Config:
     _check(rt.save_every_steps >= 0, "runtime.save_every_steps", "must be >= 0 (0 = only at epoch ends)")
     _check(rt.skip_nonfinite >= 0, "runtime.skip_nonfinite", "must be >= 0")
     _check(rt.log_every >= 1, "runtime.log_every", "must be at least 1")
+    _check(rt.log_seconds > 0, "runtime.log_seconds", "must be > 0")
     _check(not (rt.amp == "fp16" and rt.device.startswith("cpu")), "runtime.amp",
            "fp16 autocast needs a CUDA device; use bf16 on the CPU")
     _check(DEVICE_PATTERN.fullmatch(rt.device) is not None, "runtime.device",
@@ -361,6 +363,7 @@ def validate(cfg: Config) -> Config:
     _check(not m.freeze_backbone or bool(m.pretrained or m.init_from), "model.freeze_backbone",
            "needs weights to freeze: give --pretrained TAG_OR_FILE or --init-from CHECKPOINT")
     _check_model_task(cfg, task.models_of)
+    check_image_size(cfg.model.name, d.image_size)
     from_dict(task.Options or NoOptions, cfg.task_options, "task_options.")
     return cfg
 
@@ -370,6 +373,16 @@ def _check_model_task(cfg: Config, wanted: str) -> None:
     if model_task != wanted:
         raise ConfigError(f"model.name: {cfg.model.name!r} is a {model_task!r} model but the task is {cfg.task!r}; "
                           f"use --task {model_task} or a {wanted!r} model")
+
+
+def check_image_size(model: str, image_size: int | None, *, key: str = "data.image_size") -> None:
+    """An image size someone chose (not None) must fit the model's declared minimum input; only
+    the dataset's own size is raised to the minimum, with a note (tasks/classification)."""
+    minimum = model_info(model)["min_input_size"]
+    if image_size is not None and minimum and image_size < min(minimum[1:]):
+        raise ConfigError(f"{key}: {image_size} px is below {model}'s minimum input of {min(minimum[1:])} px; "
+                          f"choose at least {min(minimum[1:])}, or leave it unset to have smaller images "
+                          "resized to the minimum")
 
 
 def resumable_keys(cls: type | None = None, prefix: str = "") -> set[str]:

@@ -18,6 +18,7 @@ import contextlib
 import dataclasses
 import json
 import math
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +28,9 @@ import yaml
 from torch import nn
 
 from ..data.datasets import absolute_spec, missing_path
+from .._text import count
 from ..errors import CnnzooError
+from ..weights import resolve as resolve_weights
 from . import report
 from .checkpoint import CheckpointError, load_checkpoint
 from .config import Config, ConfigError, config_to_dict, validate
@@ -37,7 +40,7 @@ from .optim import build_optimizer, freeze_backbone, set_train_mode
 from .progress import Progress
 from .resume import (NonFiniteLossError, Resume, ResumeError, Run, RunWriteError, TrainState, check_resume,
                      load_resume, restore, resume_config, save_checkpoint)
-from .rundir import check_not_busy, locked, new_run_dir
+from .rundir import LOCK_NAME, check_not_busy, locked, new_run_dir
 from .runtime import Runtime, seed_everything
 from .schedulers import Schedule, total_steps
 from .signals import StopRequest
@@ -61,11 +64,24 @@ def train(cfg: Config, *, resume: Resume | None = None, progress: Progress | Non
     cfg = portable(validate(cfg))
     if resume is not None:
         check_data_present(cfg, resume)
-    progress = progress or Progress(cfg.runtime.progress, log_every=cfg.runtime.log_every)
-    say = progress.write
+    progress = progress or Progress(cfg.runtime.progress, log_every=cfg.runtime.log_every,
+                                    log_seconds=cfg.runtime.log_seconds)
+    say, note = progress.write, progress.note  # results to stdout; notes, warnings, progress to stderr
     with StopRequest() as stop, contextlib.ExitStack() as held:  # from the start: a signal while data loads stops
         task = get_task(cfg.task)
         runtime = Runtime.from_config(cfg.runtime)
+
+        # ---- what can be checked without the data, then the run directory: before any decoding
+        _check_start_weights(cfg, resume)
+        if resume is not None:  # locked once the resume is known to be possible: a refused one touches nothing
+            run_dir = resume.path.parent
+            check_not_busy(run_dir)
+        else:
+            existed = bool(cfg.runtime.out) and Path(cfg.runtime.out).exists()
+            run_dir = held.enter_context(locked(claim_run_dir(cfg, cfg.data.dataset)))
+            held.callback(_drop_if_unused, run_dir, existed=existed)  # runs first on leaving, under the lock
+            _check_fresh(run_dir)
+        report.run_start(say, cfg, run_dir)
 
         # ---- data, model, optimiser, schedule
         seed_everything(cfg.runtime.seed)
@@ -73,6 +89,7 @@ def train(cfg: Config, *, resume: Resume | None = None, progress: Progress | Non
         task.check_config(cfg, data.meta)
         if resume is not None:
             check_resume(resume, cfg, task, data.meta)
+            held.enter_context(locked(run_dir))
         model = task.build_model(cfg, data.meta)
         if resume is None:  # model.pretrained / model.init_from; a resumed run has its own weights
             for line in load_start_weights(model, cfg, data.meta):
@@ -85,10 +102,6 @@ def train(cfg: Config, *, resume: Resume | None = None, progress: Progress | Non
         monitor, mode = task.monitor
         schedule = Schedule(optimizer, cfg.schedule, steps_per_epoch=steps_per_epoch, lr=cfg.optim.lr, mode=mode)
         scaler = torch.amp.GradScaler(runtime.device.type, enabled=runtime.amp_dtype == torch.float16)
-        run_dir = held.enter_context(locked(resume.path.parent if resume is not None
-                                            else claim_run_dir(cfg, data.meta.dataset)))
-        if resume is None:
-            _check_fresh(run_dir)
         run = Run(cfg, task, data.meta, model, optimizer, schedule, scaler, data.train, run_dir)
         state = TrainState(best={"metric": f"val_{monitor}", "mode": mode, "value": None})
         if resume is not None:
@@ -101,9 +114,11 @@ def train(cfg: Config, *, resume: Resume | None = None, progress: Progress | Non
         log = RunLog(run_dir, state.history, tensorboard=cfg.runtime.tensorboard,
                      purge_step=state.step if resume is not None else None)
         total = total_steps(cfg.schedule, steps_per_epoch)
-        report.describe_run(say, cfg, data.meta, model, run_dir, runtime.device, runtime.precision, steps_per_epoch)
+        epochs = report.planned_epochs(cfg.schedule, steps_per_epoch)  # fewer than schedule.epochs with max_steps
+        report.describe_run(say, cfg, data.meta, model, runtime.device, runtime.precision, steps_per_epoch)
         if resume is not None:
             say(report.resuming(resume.path, state.epoch, state.batch, state.step))
+        progress.start_run(total, state.step)
 
         # ---- training
         stop.arm()  # from here a signal stops after the current step, with a checkpoint
@@ -113,10 +128,10 @@ def train(cfg: Config, *, resume: Resume | None = None, progress: Progress | Non
                 set_train_mode(model, cfg.model.freeze_backbone)
                 running = RunningMean(state.running)
                 started = time.perf_counter()
-                desc = f"epoch {state.epoch + 1}/{cfg.schedule.epochs}"
+                desc = f"epoch {state.epoch + 1}/{epochs}"
                 with progress.loop(steps_per_epoch, desc, initial=state.batch) as bar:
                     for batch in data.train:
-                        values = _train_step(run, state, compiled, loss_fn, batch, runtime, say)
+                        values = _train_step(run, state, compiled, loss_fn, batch, runtime, note)
                         if values is None:  # skipped for a non-finite loss
                             continue
                         running.update(values, len(batch[0]))
@@ -131,7 +146,7 @@ def train(cfg: Config, *, resume: Resume | None = None, progress: Progress | Non
                 epoch_done = state.batch >= steps_per_epoch or state.step >= total
                 if stop.requested and not epoch_done:
                     save_checkpoint(run, state, "last.pt")
-                    return _stopped(say, stop, run, state)
+                    return _stopped(note, stop, run, state)
                 # end of epoch: validate, log, save
                 train_time = time.perf_counter() - started
                 val = (evaluate(compiled, data.val, task.evaluator(cfg, data.meta, final=False), runtime, progress,
@@ -151,12 +166,12 @@ def train(cfg: Config, *, resume: Resume | None = None, progress: Progress | Non
                     state.best.update(value=val[monitor], loss=val.get("loss"), epoch=state.epoch, step=state.step)
                     save_checkpoint(run, state, "best.pt")
                 save_checkpoint(run, state, "last.pt")
-                say(report.epoch_line(row, cfg.schedule.epochs, improved))
+                say(report.epoch_line(row, epochs, improved))
                 if stop.requested:
-                    return _stopped(say, stop, run, state)
+                    return _stopped(note, stop, run, state)
         except KeyboardInterrupt:  # a second Ctrl-C: leave at once; atomic saves keep the files whole
             stop.requested = stop.requested or 2
-            return _stopped(say, stop, run, state, "at_once")
+            return _stopped(note, stop, run, state, "at_once")
         except (OSError, CheckpointError) as err:  # a full disk: every write is atomic, so stop cleanly
             raise RunWriteError(report.write_failed(run_dir, err)) from None
         finally:
@@ -167,10 +182,10 @@ def train(cfg: Config, *, resume: Resume | None = None, progress: Progress | Non
         if data.test is not None:
             result.test = _final_test(say, run, compiled, data, runtime, progress, stop=lambda: bool(stop.requested))
             if stop.requested:  # the test was cut short: no numbers from part of the test set
-                return _stopped(say, stop, run, state, "test")
+                return _stopped(note, stop, run, state, "test")
         else:
-            say(f"no test split in {data.meta.dataset}: nothing was tested; best.pt is the best on validation")
-        report.bad_images(say, data.meta)
+            note(f"note: no test split in {data.meta.dataset}: nothing was tested; best.pt is the best on validation")
+        report.bad_images(note, data.meta)
         return result
 
 
@@ -206,15 +221,45 @@ def _steps_per_epoch(cfg: Config, data: TaskData) -> int:
 
 def claim_run_dir(cfg: Config, dataset: str) -> Path:
     """The new run's directory: --out, or a fresh runs/<model>-<data>-<time>."""
-    if not cfg.runtime.out:
-        return new_run_dir(cfg.model.name, dataset)
-    run_dir = Path(cfg.runtime.out)
+    run_dir = Path(cfg.runtime.out or "runs")
     if run_dir.exists() and not run_dir.is_dir():
-        raise CnnzooError(f"runtime.out: {run_dir} is a file, not a folder; give a folder for the run (--out)")
-    check_not_busy(run_dir)  # before touching anything in it; both checked again under the lock
-    _check_fresh(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    return run_dir
+        raise CnnzooError(f"runtime.out: {run_dir} is a file, not a folder; choose another --out")
+    try:
+        if not cfg.runtime.out:
+            return new_run_dir(cfg.model.name, dataset)
+        check_not_busy(run_dir)  # before touching anything in it; both checked again under the lock
+        _check_fresh(run_dir)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        return run_dir
+    except OSError as err:
+        raise CnnzooError(f"runtime.out: cannot create the run directory {run_dir} ({err.strerror}); "
+                          "choose another --out") from None
+
+
+def _drop_if_unused(run_dir: Path, *, existed: bool) -> None:
+    """A run that stopped before writing anything (bad data, a signal while decoding) leaves no
+    empty directory behind, unless the folder was there before."""
+    if existed or not run_dir.is_dir() or any(p.name != LOCK_NAME for p in run_dir.iterdir()):
+        return
+    (run_dir / LOCK_NAME).unlink(missing_ok=True)
+    with contextlib.suppress(OSError):
+        run_dir.rmdir()
+
+
+def _check_start_weights(cfg: Config, resume: Resume | None) -> None:
+    """model.init_from / model.pretrained exist and can be read, before the data is decoded."""
+    m = cfg.model
+    if resume is not None:
+        return
+    if m.init_from:
+        path = Path(m.init_from)
+        if not path.is_file():
+            raise CnnzooError(f"model.init_from: {path} {'is a folder' if path.is_dir() else 'does not exist'}; "
+                              "give a checkpoint or weights file")
+        if not os.access(path, os.R_OK):
+            raise CnnzooError(f"model.init_from: {path} cannot be read (permission denied)")
+    if m.pretrained:
+        resolve_weights(m.pretrained, m.name)  # an unknown tag, or one not downloaded: one line saying what to do
 
 
 def _check_fresh(run_dir: Path) -> None:
@@ -300,7 +345,7 @@ def _check_skip_budget(cfg: Config, state: TrainState, loss_value: float, run_di
         return
     last = run_dir / "last.pt"
     kept = f"last.pt and best.pt were left as they were ({last})" if last.exists() else "no checkpoint was written"
-    allowed = (f"after skipping {cfg.runtime.skip_nonfinite} bad step(s) " if cfg.runtime.skip_nonfinite else "")
+    allowed = (f"after skipping {count(cfg.runtime.skip_nonfinite, 'bad step')} " if cfg.runtime.skip_nonfinite else "")
     raise NonFiniteLossError(
         f"non-finite loss ({loss_value}) at epoch {state.epoch + 1}, step {state.step} {allowed}- the model was not "
         f"updated with it and {kept}. Lower optim.lr, check the data, or skip up to N bad steps with "

@@ -33,6 +33,8 @@ from ..registry import create_model, model_info
 
 log = logging.getLogger(__name__)
 
+TOP5_MIN_CLASSES = 5  # top-5 accuracy is reported only for more classes than this
+
 
 @register_task
 class ClassificationTask(Task):
@@ -141,8 +143,10 @@ class ClassificationEvaluator:
     def compute(self) -> dict[str, float]:
         if self.count == 0:
             return {}
-        return {"loss": float(self.loss_sum) / self.count, "acc": float(self.correct1) / self.count,
-                "top5": float(self.correct5) / self.count}
+        metrics = {"loss": float(self.loss_sum) / self.count, "acc": float(self.correct1) / self.count}
+        if len(self.classes) > TOP5_MIN_CLASSES:  # with 5 classes or fewer, top-5 is 100% by definition
+            metrics["top5"] = float(self.correct5) / self.count
+        return metrics
 
     def report(self) -> ClassificationReport:
         metrics = self.compute()
@@ -152,7 +156,7 @@ class ClassificationEvaluator:
         per_class = [(name, int(support[i]), float(confusion[i, i]) / max(int(support[i]), 1))
                      for i, name in enumerate(self.classes)]
         return ClassificationReport(images=self.count, loss=metrics.get("loss", float("nan")),
-                                    top1=metrics.get("acc", 0.0), top5=metrics.get("top5", 0.0), tta=self.tta,
+                                    top1=metrics.get("acc", 0.0), top5=metrics.get("top5"), tta=self.tta,
                                     classes=self.classes, per_class=per_class, confusion=confusion)
 
 
@@ -161,15 +165,20 @@ class ClassificationReport:
     images: int
     loss: float
     top1: float
-    top5: float
+    top5: float | None  # None with 5 classes or fewer
     tta: str
     classes: list[str]
     per_class: list[tuple[str, int, float]]  # (class, images, accuracy)
     confusion: torch.Tensor = field(repr=False)  # counts[true, predicted]
 
     def to_dict(self) -> dict:
-        return dict(tta=self.tta, images=self.images, loss=self.loss, top1=self.top1, top5=self.top5,
+        top5 = {} if self.top5 is None else {"top5": self.top5}
+        return dict(tta=self.tta, images=self.images, loss=self.loss, top1=self.top1, **top5,
                     per_class={name: {"images": n, "accuracy": acc} for name, n, acc in self.per_class})
+
+    def summary_rows(self) -> list[dict]:
+        """The one-row summary of `cnnzoo eval --format csv` (per class: per_class.csv)."""
+        return [{k: v for k, v in self.to_dict().items() if k != "per_class"}]
 
     def write(self, out_dir: Path, evaluation: Any) -> list[Path]:
         """metrics.json, per_class.csv and confusion.csv in `out_dir`."""
@@ -340,7 +349,7 @@ def _fit_model_minimum(bundle: DatasetBundle, model_name: str) -> DatasetBundle:
     side = minimum[-1] if minimum else 0
     if min(bundle.input_size[1:]) >= side:
         return bundle
-    log.info("%s needs inputs of at least %dpx; resizing %s's %dpx images to %dpx (set data.image_size to choose)",
+    log.info("%s needs inputs of at least %dpx; resizing %s's %dpx images to %dpx (choose with --image-size)",
              model_name, side, bundle.name, bundle.input_size[1], side)
     splits = {k: getattr(bundle, k) for k in ("train", "val", "test")}
     resized = {k: None if s is None else dataclasses.replace(s, images=resize_uint8(s.images, side))
