@@ -70,6 +70,7 @@ class Run:
     scaler: torch.amp.GradScaler
     loader: Any  # the training loader (its position is part of the checkpoint)
     run_dir: Path
+    dist: Any = None  # cnnzoo.engine.distributed.Distributed of a run of several processes (rank 0 writes)
 
 
 @dataclass
@@ -78,9 +79,11 @@ class Resume:
     checkpoint: dict
 
 
-def checkpoint_dict(run: Run, state: TrainState) -> dict:
-    """Everything a resume or an evaluation needs, as weights_only-loadable plain data."""
+def checkpoint_dict(run: Run, state: TrainState, ranks_rng: list | None = None) -> dict:
+    """Everything a resume or an evaluation needs, as weights_only-loadable plain data
+    (`ranks_rng`: every process's RNG state, for a run of several processes)."""
     meta = run.meta
+    extra = {"distributed": run.dist.checkpoint_entry(ranks_rng)} if ranks_rng is not None else {}
     return {
         "format": CHECKPOINT_FORMAT,
         "cnnzoo_version": __version__,
@@ -103,18 +106,22 @@ def checkpoint_dict(run: Run, state: TrainState) -> dict:
         "epoch": state.epoch,
         "step": state.step,
         "state": dataclasses.asdict(state),
+        **extra,
     }
 
 
 def save_checkpoint(run: Run, state: TrainState, name: str) -> Path:
-    """Atomically write run_dir/name, refusing weights that are not finite."""
+    """Atomically write run_dir/name, refusing weights that are not finite. With several
+    processes every one of them calls this (their RNG states are gathered) and rank 0 writes."""
     bad = [n for n, p in run.model.state_dict().items() if p.is_floating_point() and not torch.isfinite(p).all()]
     if bad:
         raise NonFiniteLossError(
             f"the weights became non-finite ({bad[0]}{' and others' if len(bad) > 1 else ''}) by step {state.step}; "
             f"{name} was not overwritten, the last good checkpoints are in {run.run_dir}")
     path = run.run_dir / name
-    atomic_save(checkpoint_dict(run, state), path)
+    ranks_rng = run.dist.gather_rng() if run.dist is not None else None
+    if run.dist is None or run.dist.is_main:
+        atomic_save(checkpoint_dict(run, state, ranks_rng), path)
     return path
 
 
@@ -129,8 +136,13 @@ def restore(ckpt: dict, run: Run) -> TrainState:
     run.scaler.load_state_dict(ckpt["scaler"])
     state = TrainState(**ckpt["state"])
     if state.batch > 0:
-        run.loader.load_state_dict(ckpt["loader"])
+        try:
+            run.loader.load_state_dict(ckpt["loader"])
+        except ValueError as err:
+            raise ResumeError(f"the checkpoint's data position does not fit this run: {first_line(err)}") from None
     restore_rng_state(ckpt["rng"])
+    if run.dist is not None:
+        run.dist.restore_rng(ckpt)  # each process's own random streams
     return state
 
 
@@ -151,9 +163,10 @@ def check_resume(resume: Resume, cfg: Config, task: Task, meta: DataMeta) -> Non
                         f"({str(ckpt.get('fingerprint'))[:16]}), this run loads {meta.dataset} "
                         f"({meta.fingerprint[:16]})")
     before, now = _flatten(ckpt.get("config", {})), _flatten(config_to_dict(cfg))
+    defaults = _flatten(config_to_dict(Config()))  # keys added since the checkpoint was written have their defaults
     changeable = resumable_keys()
     for key in sorted(set(before) | set(now)):
-        if before.get(key) != now.get(key) and key not in changeable:
+        if before.get(key, defaults.get(key)) != now.get(key) and key not in changeable:
             problems.append(f"{key}: {before.get(key)!r} in the checkpoint, {now.get(key)!r} now")
     if problems:
         raise ResumeError(f"cannot resume {resume.path}: " + "; ".join(problems)

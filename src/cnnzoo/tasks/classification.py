@@ -135,6 +135,21 @@ class ClassificationEvaluator:
         self.confusion = _add(self.confusion, matrix)
         self.count += labels.shape[0]
 
+    def reduce(self, total) -> None:
+        """Replace this process's sums by their totals over all processes (`total` all-reduces a
+        tensor): a data-parallel evaluation, in which each process saw a share of the split."""
+        k = len(self.classes)
+        zero = torch.zeros((), dtype=torch.float64)
+        sums = [zero if v is None else v.detach().double().cpu().reshape(()) for v in
+                (self.loss_sum, self.correct1, self.correct5)]
+        confusion = (torch.zeros(k * k, dtype=torch.float64) if self.confusion is None
+                     else self.confusion.double().cpu().flatten())
+        packed = total(torch.cat([torch.stack([*sums, torch.tensor(float(self.count), dtype=torch.float64)]),
+                                  confusion]))
+        self.loss_sum, self.correct1, self.correct5 = packed[0], packed[1], packed[2]
+        self.count = int(packed[3])
+        self.confusion = packed[4:].round().long().reshape(k, k)
+
     def compute(self) -> dict[str, float]:
         if self.count == 0:
             return {}
