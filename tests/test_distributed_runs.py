@@ -20,10 +20,10 @@ import sys
 
 import pytest
 import torch
+from conftest import REPO_ROOT
 
 from cnnzoo.cli.main import main
 from cnnzoo.engine.evaluate import evaluate_checkpoint
-from conftest import REPO_ROOT
 
 pytestmark = pytest.mark.slow
 
@@ -33,7 +33,7 @@ BASE = ["--epochs", "2", "--batch-size", "64", "--seed", "3", "--device", "cpu",
         "--set", "data.drop_last=true", "--set", "regularization.crop_padding=0", "--set", "regularization.hflip=false"]
 STOP_AFTER = 27  # rank 1 receives SIGTERM after step 27 (epoch 2, batch 7); both stop after step 28
 TOL_EXACT = 1e-5  # no BatchNorm: the same arithmetic up to the order of float additions
-TOL_SYNC_BN = 1e-3  # see test_sync_bn_matches_one_process_approximately
+TOL_SYNC_BN = 2e-3  # relative distance of all parameters, see test_sync_bn_matches_one_process_approximately
 
 
 def env() -> dict:
@@ -42,14 +42,15 @@ def env() -> dict:
 
 
 def cnnzoo(*args: str, timeout: int = TIMEOUT) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "cnnzoo", *args], env=env(), capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "cnnzoo", *args], env=env(), capture_output=True, text=True, check=False,
                           timeout=timeout)
 
 
 def torchrun_faulty(kind: str, step: int, rank: int, *args: str) -> subprocess.CompletedProcess:
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
            str(REPO_ROOT / "tests" / "dist_faults.py"), kind, str(step), str(rank), *args]
-    return subprocess.run(cmd, env=env(), capture_output=True, text=True, timeout=TIMEOUT, cwd=REPO_ROOT / "tests")
+    return subprocess.run(cmd, env=env(), capture_output=True, text=True, timeout=TIMEOUT, cwd=REPO_ROOT / "tests",
+                          check=False)
 
 
 def free_port() -> int:
@@ -65,13 +66,19 @@ def weights(run_dir, name="last.pt") -> dict:
 def max_relative_difference(a: dict, b: dict) -> float:
     assert a.keys() == b.keys()
     worst = 0.0
-    for key in a:
-        if a[key].is_floating_point():
+    for key, value in a.items():
+        if value.is_floating_point():
             scale = b[key].abs().max().clamp_min(1e-12)
-            worst = max(worst, float((a[key] - b[key]).abs().max() / scale))
+            worst = max(worst, float((value - b[key]).abs().max() / scale))
         else:
-            assert torch.equal(a[key], b[key]), key
+            assert torch.equal(value, b[key]), key
     return worst
+
+
+def relative_distance(a: dict, b: dict) -> float:
+    """||a - b|| / ||b|| over all parameters (BatchNorm running statistics left out)."""
+    keys = [k for k in b if b[k].is_floating_point() and "running_" not in k]
+    return float(sum(((a[k] - b[k]) ** 2).sum() for k in keys).sqrt() / sum((b[k] ** 2).sum() for k in keys).sqrt())
 
 
 def one_process(out, *extra: str) -> int:
@@ -149,8 +156,9 @@ def test_resuming_with_another_number_of_processes_is_refused(pair, capsys):
 def test_a_dead_process_stops_the_other_with_a_message(tmp_path):
     result = torchrun_faulty("die", 5, 1, "train", *BASE, "--out", str(tmp_path / "dead"))
     assert result.returncode != 0
-    assert "lost contact with the other processes" in result.stderr or "exitcode  : 3" in result.stderr, \
+    assert "rank 0: lost contact with the other processes during a training step" in result.stderr, \
         result.stderr[-3000:]
+    assert "[rank0]: Traceback" not in result.stderr  # a message from rank 0, not a stack
 
 
 def test_nan_in_one_process_stops_all(tmp_path):
@@ -161,23 +169,25 @@ def test_nan_in_one_process_stops_all(tmp_path):
 
 
 def test_sync_bn_matches_one_process_approximately(tmp_path):
-    """ResNet-20 (BatchNorm after every convolution), 6 steps with a global batch of 32.
+    """ResNet-20 (BatchNorm after every convolution), 2 steps with a global batch of 32.
 
-    Tolerance 1e-3 relative: one process normalises with torch's BatchNorm kernel, two processes
-    with SyncBatchNorm's all-reduced sums (a different summation order, in float32); the
-    differences start near 1e-7 and each SGD step at lr 0.1 through 20 normalised layers
-    amplifies them (measured: about 1e-5 after 6 steps, see docs/distributed.md). Without
-    --sync-bn each process normalises with its own 16 images, and the weights differ by far more.
+    Measure: ||w_two - w_one|| / ||w_one|| over all parameters. Tolerance 2e-3: ResNet-20 at
+    initialisation on the digits is badly conditioned in float32 (its fp32 gradients differ from
+    fp64 ones by 2% of their largest entry), so any change of summation order moves the weights:
+    one process alone, switching only the memory format (--no-channels-last), lands 9.2e-4 away;
+    two processes with --sync-bn land 8.4e-4 away (SyncBatchNorm sums the statistics in another
+    order). Without --sync-bn each process normalises its own 16 images: 5.1e-3 away.
     """
-    flags = ["--model", "resnet20_cifar", "--max-steps", "6", "--batch-size", "32", "--val-fraction", "0.05"]
+    flags = ["--model", "resnet20_cifar", "--max-steps", "2", "--batch-size", "32", "--val-fraction", "0.05"]
     assert one_process(tmp_path / "one", *flags) == 0
     two = cnnzoo("train", "--nproc", "2", "--sync-bn", *BASE, *flags, "--out", str(tmp_path / "two"))
     assert two.returncode == 0, two.stderr[-3000:]
+    assert "SyncBatchNorm" in two.stderr
     local = cnnzoo("train", "--nproc", "2", *BASE, *flags, "--out", str(tmp_path / "local"))
     assert local.returncode == 0, local.stderr[-3000:]
     a = weights(tmp_path / "one")["model"]
-    synced = max_relative_difference(weights(tmp_path / "two")["model"], a)
-    unsynced = max_relative_difference(weights(tmp_path / "local")["model"], a)
+    synced = relative_distance(weights(tmp_path / "two")["model"], a)
+    unsynced = relative_distance(weights(tmp_path / "local")["model"], a)
     assert synced <= TOL_SYNC_BN < unsynced
 
 

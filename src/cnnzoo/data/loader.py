@@ -54,7 +54,7 @@ def rank_share(order: torch.Tensor, rank: int, world_size: int, *, pad: bool) ->
 
 def eval_share(n: int, rank: int, world_size: int) -> torch.Tensor:
     """Process `rank`'s part of an evaluated split: every sample exactly once over all processes."""
-    return torch.arange(rank, n, world_size)
+    return torch.arange(n)[rank::world_size]
 
 
 CHUNK_BYTES = 256 << 20  # augmented float32 images prepared at once on an accelerator

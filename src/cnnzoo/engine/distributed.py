@@ -19,8 +19,8 @@ What this module adds to the trainer, all of it a no-op for a single process (`D
 - only rank 0 writes (run directory, metrics, checkpoints, progress, report); a checkpoint holds
   the unwrapped model (loadable by a single process) plus every process's RNG state, and resumes
   only with the same number of processes;
-- `--sync-bn` converts BatchNorm to `SyncBatchNorm`: torch's own on CUDA; on the CPU, where
-  torch's has no kernel, a two-pass version over a differentiable all-reduce (`SyncBatchNorm`);
+- `--sync-bn` converts BatchNorm to `SyncBatchNorm` on CUDA; on the CPU, where torch's has no
+  kernel (and DDP refuses it), to `GlobalBatchNorm`: two passes over a differentiable all-reduce;
 - failures: a collective that fails (a process died, the network went away) or times out
   (`runtime.dist_timeout`) becomes `ProcessGroupError`, a one-line message, never a hang.
 """
@@ -32,6 +32,7 @@ import datetime
 import inspect
 import logging
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -53,6 +54,8 @@ from .signals import SIGNALS, StopRequest
 
 log = logging.getLogger(__name__)
 
+# how gloo, NCCL and the TCP store word a lost peer or a timeout
+_COMMUNICATION = re.compile(r"gloo|nccl|connection|socket|peer|timed? ?out|watchdog|store", re.IGNORECASE)
 LAUNCHER_FLAGS = ("--nproc", "--nnodes", "--node-rank", "--rdzv-endpoint", "--rdzv-id")
 
 
@@ -157,10 +160,13 @@ class Distributed:
 
     @contextlib.contextmanager
     def collective(self, what: str) -> Iterator[None]:
-        """Turn a failed or timed-out collective into a one-line ProcessGroupError."""
+        """Turn a failed or timed-out collective inside the block (also DDP's, in a backward pass)
+        into a one-line ProcessGroupError; other errors pass unchanged."""
         try:
             yield
         except (RuntimeError, dist.DistError) as err:
+            if not self.enabled or not (isinstance(err, dist.DistError) or _COMMUNICATION.search(str(err))):
+                raise
             reason = " ".join(str(err).split())[:200]
             raise ProcessGroupError(
                 f"rank {self.rank}: lost contact with the other processes during {what} ({reason}); another process "
@@ -237,7 +243,7 @@ class Distributed:
         if not self.enabled:
             return
         if cfg.runtime.sync_bn:
-            convert_sync_batchnorm(model)
+            convert_sync_batchnorm(model, cuda=self.device(cfg.runtime.device) is not None)
         from ..data.loader import derive_seed
 
         torch.manual_seed(derive_seed(cfg.runtime.seed, 0x5EED, self.rank))
@@ -410,15 +416,20 @@ class _AllReduceSum(torch.autograd.Function):
         return out
 
 
-class SyncBatchNorm(nn.SyncBatchNorm):
-    """torch's SyncBatchNorm, plus a CPU path (torch's refuses CPU tensors): the batch mean and then
-    the variance around it are each all-reduced, two passes as in a single-process BatchNorm, so
-    the statistics are those of the global batch. Same parameters, buffers and state_dict keys as
-    BatchNorm, so a checkpoint loads into the plain model."""
+class GlobalBatchNorm(nn.modules.batchnorm._BatchNorm):
+    """SyncBatchNorm for the CPU (torch's has no CPU kernel, and DDP refuses it on CPU modules):
+    in training, the batch mean and then the variance around it are each summed over the
+    processes by a differentiable all-reduce, two passes as in a single-process BatchNorm, so the
+    statistics are those of the global batch. Same parameters, buffers and state_dict keys as
+    BatchNorm, so a checkpoint loads into the plain model; in eval mode it is plain BatchNorm."""
+
+    def _check_input_dim(self, input: torch.Tensor) -> None:
+        if input.dim() < 2:
+            raise ValueError(f"expected at least 2D input (got {input.dim()}D input)")
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
         syncing = self.training and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
-        if not syncing or input.device.type != "cpu":
+        if not syncing:
             return super().forward(input)
         self._check_input_dim(input)
         return self.global_batch_norm(input, _AllReduceSum.apply)
@@ -450,13 +461,16 @@ class SyncBatchNorm(nn.SyncBatchNorm):
         return out.to(input.dtype)
 
 
-def convert_sync_batchnorm(module: nn.Module) -> nn.Module:
-    """Replace every BatchNorm layer inside `module` by a SyncBatchNorm sharing its parameters and
-    buffers (so an optimiser built before, or a state_dict, still fits). Returns the module."""
+def convert_sync_batchnorm(module: nn.Module, *, cuda: bool) -> nn.Module:
+    """Every BatchNorm layer inside `module` made to normalise over the global batch, sharing its
+    parameters and buffers (so an optimiser built before, or a state_dict, still fits): torch's
+    SyncBatchNorm on CUDA, GlobalBatchNorm on the CPU. Returns the module."""
+    if cuda:
+        return nn.SyncBatchNorm.convert_sync_batchnorm(module)
     for name, child in module.named_children():
-        if isinstance(child, nn.modules.batchnorm._BatchNorm) and not isinstance(child, nn.SyncBatchNorm):
-            sync = SyncBatchNorm(child.num_features, child.eps, child.momentum, child.affine,
-                                 child.track_running_stats)
+        if isinstance(child, nn.modules.batchnorm._BatchNorm) and not isinstance(child, GlobalBatchNorm):
+            sync = GlobalBatchNorm(child.num_features, child.eps, child.momentum, child.affine,
+                                   child.track_running_stats)
             if child.affine:
                 sync.weight, sync.bias = child.weight, child.bias
             for key in ("running_mean", "running_var", "num_batches_tracked"):
@@ -464,7 +478,7 @@ def convert_sync_batchnorm(module: nn.Module) -> nn.Module:
             sync.train(child.training)
             setattr(module, name, sync)
         else:
-            convert_sync_batchnorm(child)
+            convert_sync_batchnorm(child, cuda=False)
     return module
 
 
@@ -549,6 +563,6 @@ def launch(spec: Launch, argv: Sequence[str]) -> int:
     return 128 - code if code < 0 else code
 
 
-__all__ = ["Distributed", "FollowerExit", "Launch", "ProcessGroupError", "ReducedEvaluator", "SyncBatchNorm",
+__all__ = ["Distributed", "FollowerExit", "GlobalBatchNorm", "Launch", "ProcessGroupError", "ReducedEvaluator",
            "check_config", "convert_sync_batchnorm", "env_rank", "launch", "launched_by_torchrun", "micro_batches",
            "no_sync", "strip_launcher_flags"]

@@ -225,7 +225,8 @@ def _train_step(run: Run, state: TrainState, model: nn.Module, loss_fn: LossFn, 
     schedule step: the loss and the task's metrics as floats (global means over all processes),
     or None when the batch was skipped for a non-finite loss (before the weights change)."""
     cfg, optimizer, scaler, dist = run.cfg, run.optimizer, run.scaler, run.dist
-    metrics = _forward_backward(model, loss_fn, batch, runtime, scaler, cfg.optim.grad_accum)
+    with dist.collective("a training step"):  # DDP all-reduces the gradients in the backward pass
+        metrics = _forward_backward(model, loss_fn, batch, runtime, scaler, cfg.optim.grad_accum)
     state.batch += 1
     # the one host sync of a step (with several processes, also where they agree to stop)
     values = dist.reduce_means(metrics, len(batch[0])) if dist.enabled else _to_host(metrics)
