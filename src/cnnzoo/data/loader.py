@@ -156,9 +156,8 @@ class DeviceLoader:
         rank = (self.rank, self.world_size) if self.world_size > 1 else ()
         return self._gen.manual_seed(derive_seed(self.seed, self.epoch, *parts, *rank))
 
-    def _prepare(self, index: torch.Tensor, chunk: int) -> torch.Tensor:
-        """Normalised (and, with an augment, transformed) float images of one chunk."""
-        images = self.images[index]
+    def _prepare(self, images: torch.Tensor, chunk: int) -> torch.Tensor:
+        """Normalised (and, with an augment, transformed) float images of one chunk of uint8 images."""
         if self.augment is None:
             x = normalize(images, self.mean, self.std)
         elif isinstance(self.augment, BatchAugment):
@@ -185,7 +184,7 @@ class DeviceLoader:
             chunk = self.position // k
             first, last = chunk * k, min(chunk * k + k, total)
             index = order[first * bs:last * bs]
-            x = self._prepare(index, chunk)
+            x = self._prepare(self.images[index], chunk)
             for step in range(self.position, last):
                 lo, hi = (step - first) * bs, (step - first + 1) * bs
                 batch = self._finish(x[lo:hi], self.labels[index[lo:hi]], step)

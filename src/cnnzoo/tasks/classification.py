@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..data import BatchAugment, DatasetBundle, DeviceLoader, ImageSplit, augment_policy, load_dataset
+from ..data.stream import FileSplit, StreamBundle, loader_for, open_stream, should_stream
 from ..data.transforms import resize_uint8
 from ..engine.config import Config, ConfigError, check_crop
 from ..engine.metrics import confusion_matrix, topk_correct, write_confusion_csv
@@ -44,7 +45,7 @@ class ClassificationTask(Task):
 
     def build_data(self, cfg: Config, device: torch.device) -> TaskData:
         d, r = cfg.data, cfg.regularization
-        bundle = load_bundle(cfg)
+        bundle = stream_bundle(cfg) or load_bundle(cfg)  # data too large for memory stays on disk
         stats = start_normalization(cfg, int(bundle.input_size[0]))
         normalized_by = ""
         if stats is not None:  # fine-tuning: normalise as the weights were trained (data.normalize)
@@ -54,9 +55,10 @@ class ClassificationTask(Task):
                                 random_resized_crop=r.random_resized_crop)
         augment = BatchAugment(mean=bundle.mean, std=bundle.std, **policy, cutout=r.cutout,
                                mixup_alpha=r.mixup_alpha, cutmix_alpha=r.cutmix_alpha, num_classes=len(bundle.classes))
-        train = DeviceLoader(bundle.train, d.batch_size, shuffle=True, augment=augment, drop_last=d.drop_last,
-                             seed=cfg.runtime.seed, device=device, mean=bundle.mean, std=bundle.std,
-                             channels_last=bool(cfg.runtime.channels_last))
+        train = loader_for(bundle.train, d.batch_size, shuffle=True, augment=augment, drop_last=d.drop_last,
+                           seed=cfg.runtime.seed, device=device, mean=bundle.mean, std=bundle.std,
+                           channels_last=bool(cfg.runtime.channels_last), num_workers=d.num_workers,
+                           on_bad_image=d.on_bad_image)
         val = eval_loader(bundle.val, cfg, bundle.mean, bundle.std, device) if len(bundle.val) else None
         test = (eval_loader(bundle.test, cfg, bundle.mean, bundle.std, device)
                 if bundle.test is not None and len(bundle.test) else None)
@@ -64,7 +66,7 @@ class ClassificationTask(Task):
 
     def build_eval_data(self, cfg: Config, meta: DataMeta, device: torch.device, *, dataset: str | None = None,
                         split: str = "test") -> tuple[Iterable, str]:
-        bundle = match_classes(meta, load_bundle(cfg, dataset=dataset))
+        bundle = match_classes(meta, stream_bundle(cfg, dataset) or load_bundle(cfg, dataset=dataset))
         images = {"test": bundle.test, "val": bundle.val, "train": bundle.train}.get(split)
         if images is None or len(images) == 0:
             others = [k for k in ("test", "val", "train") if getattr(bundle, k) is not None and len(getattr(bundle, k))]
@@ -203,11 +205,22 @@ def _add(total: torch.Tensor | None, value: torch.Tensor) -> torch.Tensor:
 # ------------------------------------------------------------------------- data helpers
 
 
-def eval_loader(images: ImageSplit, cfg: Config, mean, std, device: torch.device) -> DeviceLoader:
+def eval_loader(images: ImageSplit | FileSplit, cfg: Config, mean, std, device: torch.device) -> DeviceLoader:
     """The loader of an evaluated split: in order, unaugmented, normalised with the training statistics."""
     batch = cfg.data.eval_batch_size or 2 * cfg.data.batch_size
-    return DeviceLoader(images, batch, shuffle=False, augment=None, device=device, mean=mean, std=std,
-                        channels_last=bool(cfg.runtime.channels_last))
+    return loader_for(images, batch, shuffle=False, augment=None, device=device, mean=mean, std=std,
+                      channels_last=bool(cfg.runtime.channels_last), num_workers=cfg.data.num_workers,
+                      on_bad_image=cfg.data.on_bad_image)
+
+
+def stream_bundle(cfg: Config, dataset: str | None = None) -> StreamBundle | None:
+    """The listed (not decoded) image folder when it streams (cfg.data.stream, memory_budget_gb)."""
+    d = cfg.data
+    spec = dataset or d.dataset
+    if not should_stream(spec, d.stream, d.memory_budget_gb, d.image_size):
+        return None
+    return open_stream(spec, image_size=d.image_size, val_fraction=d.val_fraction, seed=d.split_seed,
+                       num_workers=d.num_workers)
 
 
 def dataset_meta(bundle: DatasetBundle, *, normalized_by: str = "") -> DataMeta:
