@@ -31,7 +31,7 @@ def loaders(folder, split="train", augment=True, **stream_kw):
     streamed = open_stream(str(folder), image_size=SIZE, val_fraction=0.2, seed=0, num_workers=0)
     assert (streamed.classes, streamed.mean, streamed.std) == (bundle.classes, bundle.mean, bundle.std)
     aug = default_augment(bundle) if augment else None
-    common = dict(shuffle=augment, augment=aug, mean=bundle.mean, std=bundle.std, device="cpu", seed=4)
+    common = {"shuffle": augment, "augment": aug, "mean": bundle.mean, "std": bundle.std, "device": "cpu", "seed": 4}
     return (DeviceLoader(getattr(bundle, split), 4, **common),
             StreamLoader(getattr(streamed, split), 4, **stream_kw, **common))
 
@@ -87,7 +87,8 @@ def test_an_unreadable_streamed_image_is_named_or_skipped(folder, tmp_path):
             Image.new("RGB", (SIZE, SIZE), (40 * i, 0, 0)).save(broken / "train" / c / f"{i}.png")
     (broken / "train" / "b" / "0.png").write_bytes(b"not a png")  # the statistics sample skips it
     streamed = open_stream(str(broken), image_size=SIZE, val_fraction=0.0, seed=0, num_workers=0)
-    common = dict(shuffle=False, augment=None, mean=streamed.mean, std=streamed.std, device="cpu", num_workers=0)
+    common = {"shuffle": False, "augment": None, "mean": streamed.mean, "std": streamed.std, "device": "cpu",
+              "num_workers": 0}
     with pytest.raises(DataError, match="b/0.png"):
         batches(StreamLoader(streamed.train, 16, **common))
     skipping = StreamLoader(streamed.train, 16, on_bad_image="skip", **common)

@@ -233,8 +233,8 @@ class StreamLoader(DeviceLoader):
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         order, bs, total = self._order().cpu(), self.batch_size, len(self)
         batches = [order[s * bs:(s + 1) * bs].tolist() for s in range(self.position, total)]
-        workers = dict(num_workers=self.num_workers, timeout=self.timeout, worker_init_fn=_quiet_worker,
-                       persistent_workers=False) if self.num_workers > 0 else {}
+        workers = {"num_workers": self.num_workers, "timeout": self.timeout, "worker_init_fn": _quiet_worker,
+                       "persistent_workers": False} if self.num_workers > 0 else {}
         loader = DataLoader(_Decoded(self.split), batch_sampler=batches, collate_fn=_collate,
                             pin_memory=self.device.type == "cuda", **workers)
         for step, (images, labels, bad) in zip(range(self.position, total), loader):
