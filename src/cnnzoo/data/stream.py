@@ -106,8 +106,8 @@ def should_stream(spec: str, mode: str, budget_gb: float, image_size: int | None
     n, size = decoded_bytes(path, image_size)
     if size <= budget_gb * 2**30:
         return False
-    log.info("%s: %d images would take %.1f GB decoded, more than data.memory_budget_gb=%g; streaming them from "
-             "disk (--stream off to decode them all into memory)", spec, n, size / 2**30, budget_gb)
+    log.info("%s: %d images would take %s MB decoded, more than data.memory_budget_gb=%g; streaming them from "
+             "disk (--stream off to decode them all into memory)", spec, n, f"{size / 2**20:,.1f}", budget_gb)
     return True
 
 
