@@ -42,8 +42,8 @@ def env() -> dict:
 
 
 def cnnzoo(*args: str, timeout: int = TIMEOUT) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "cnnzoo", *args], env=env(), capture_output=True, text=True, check=False,
-                          timeout=timeout)
+    return subprocess.run([sys.executable, "-m", "cnnzoo", *args], env=env(), capture_output=True, text=True,
+                          check=False, timeout=timeout)
 
 
 def torchrun_faulty(kind: str, step: int, rank: int, *args: str) -> subprocess.CompletedProcess:
