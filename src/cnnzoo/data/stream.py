@@ -21,7 +21,7 @@ import hashlib
 import logging
 import signal
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -30,7 +30,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from ..errors import DataError
-from .bundle import channel_stats, stratified_split
+from .bundle import DatasetBundle, channel_stats, stratified_split
 from .decode import decode_chunk, decode_many, match_channels
 from .folder import _assign, is_archive, layout, list_folder
 from .loader import DeviceLoader
@@ -54,27 +54,6 @@ class FileSplit:
 
     def __len__(self) -> int:
         return len(self.files)
-
-
-@dataclass
-class StreamBundle:
-    """A DatasetBundle's fields for data that stays on disk (`train`/`val`/`test` are FileSplits)."""
-
-    name: str
-    classes: list[str]
-    train: FileSplit
-    val: FileSplit
-    test: FileSplit | None
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-    input_size: tuple[int, int, int]
-    fingerprint: str
-    bad_images: list[tuple[str, str]] = field(default_factory=list)
-    large_images: bool = False
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.classes)
 
 
 def decoded_bytes(path: Path, image_size: int | None) -> tuple[int, int]:
@@ -111,9 +90,10 @@ def should_stream(spec: str, mode: str, budget_gb: float, image_size: int | None
     return True
 
 
-def open_stream(spec: str, *, image_size: int, val_fraction: float, seed: int, num_workers: int) -> StreamBundle:
+def open_stream(spec: str, *, image_size: int, val_fraction: float, seed: int, num_workers: int) -> DatasetBundle:
     """List an image folder (train/val/test or class folders, as `read_folder` understands them),
-    split it as the in-memory path does, and estimate its statistics from a sample."""
+    split it as the in-memory path does, and estimate its statistics from a sample: a
+    DatasetBundle whose splits are FileSplits (listed, not decoded)."""
     path = Path(spec).expanduser()
     listing = list_folder(path)
     _, splits, classes = layout(listing, str(path))
@@ -130,7 +110,7 @@ def open_stream(spec: str, *, image_size: int, val_fraction: float, seed: int, n
     made["train"].channels = channels
     digest = hashlib.sha256("\n".join(f"{n}\t{(path / n).stat().st_size}\t{(path / n).stat().st_mtime_ns}"
                                       for n in names).encode()).hexdigest()[:16]
-    return StreamBundle(name=f"folder:{path}", classes=classes, train=made["train"], val=made["val"],
+    return DatasetBundle(name=f"folder:{path}", classes=classes, train=made["train"], val=made["val"],
                         test=made["test"], mean=mean, std=std, input_size=(channels, image_size, image_size),
                         fingerprint=f"stream-{digest}", large_images=large)
 
@@ -266,4 +246,4 @@ def loader_for(split, batch_size: int, *, num_workers: int, on_bad_image: str, *
     return DeviceLoader(split, batch_size, **kwargs)
 
 
-__all__ = ["FileSplit", "StreamBundle", "StreamLoader", "decoded_bytes", "loader_for", "open_stream", "should_stream"]
+__all__ = ["FileSplit", "StreamLoader", "decoded_bytes", "loader_for", "open_stream", "should_stream"]

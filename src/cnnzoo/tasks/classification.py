@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..data import BatchAugment, DatasetBundle, DeviceLoader, ImageSplit, augment_policy, load_dataset
-from ..data.stream import FileSplit, StreamBundle, loader_for, open_stream, should_stream
+from ..data.stream import FileSplit, loader_for, open_stream, should_stream
 from ..data.transforms import resize_uint8
 from ..engine.config import Config, ConfigError, check_crop
 from ..engine.metrics import confusion_matrix, topk_correct, write_confusion_csv
@@ -213,7 +213,7 @@ def eval_loader(images: ImageSplit | FileSplit, cfg: Config, mean, std, device: 
                       on_bad_image=cfg.data.on_bad_image)
 
 
-def stream_bundle(cfg: Config, dataset: str | None = None) -> StreamBundle | None:
+def stream_bundle(cfg: Config, dataset: str | None = None) -> DatasetBundle | None:
     """The listed (not decoded) image folder when it streams (cfg.data.stream, memory_budget_gb)."""
     d = cfg.data
     spec = dataset or d.dataset
