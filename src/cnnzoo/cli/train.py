@@ -43,6 +43,8 @@ FLAG_KEYS = {
     "save_every_steps": "runtime.save_every_steps", "skip_nonfinite": "runtime.skip_nonfinite",
     "progress": "runtime.progress", "report": "runtime.report", "trust_checkpoint": "runtime.trust_checkpoint",
     "tta": "eval.tta",
+    "sync_bn": "runtime.sync_bn", "grad_accum": "optim.grad_accum", "dist_timeout": "runtime.dist_timeout",
+    "stream": "data.stream",
 }
 
 
@@ -113,7 +115,34 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     g.add_argument("--tta", help="test-time augmentation of the final test: none, hflip, tencrop, multiscale")
     g.add_argument("--trust-checkpoint", action="store_true", default=None,
                    help="allow pickled Python objects in --init-from/--resume files (trusted files only)")
+    add_process_flags(p)
     p.set_defaults(func=run)
+
+
+def add_process_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("processes (data-parallel training, docs/distributed.md)")
+    g.add_argument("--nproc", type=int, metavar="N",
+                   help="train with N processes on this machine (one per GPU, or N CPU processes over gloo), started "
+                        "through torch.distributed.run; the same as `torchrun --nproc-per-node N -m cnnzoo train ...`")
+    g.add_argument("--nnodes", type=int, metavar="N", default=1,
+                   help="with --nproc: machines taking part; run the same command on each (default 1)")
+    g.add_argument("--node-rank", type=int, metavar="R",
+                   help="with --nnodes: this machine's rank, for a fixed (static) rendezvous; without it the "
+                        "machines meet through c10d and are numbered as they arrive")
+    g.add_argument("--rdzv-endpoint", metavar="HOST:PORT",
+                   help="with --nnodes > 1: where the machines meet (a free port on one of them)")
+    g.add_argument("--rdzv-id", default="cnnzoo", metavar="ID",
+                   help="with --nnodes > 1: a name for this job, the same on every machine (default cnnzoo)")
+    g.add_argument("--sync-bn", action=argparse.BooleanOptionalAction, default=None,
+                   help="BatchNorm statistics over the global batch instead of each process's share")
+    g.add_argument("--grad-accum", type=int, metavar="K",
+                   help="split each batch into K micro-batches whose gradients add up before one optimiser step "
+                        "(same global batch, less memory)")
+    g.add_argument("--dist-timeout", type=float, metavar="SECONDS",
+                   help="how long a process waits for the others before stopping with an error (default 600)")
+    g.add_argument("--stream", choices=("auto", "on", "off"),
+                   help="image folders: stream batches from decoding workers (on), decode all into memory (off), "
+                        "or stream when the decoded images would exceed data.memory_budget_gb (auto, default)")
 
 
 def overrides(args: argparse.Namespace) -> list[tuple[str, object]]:
@@ -196,6 +225,35 @@ def run(args: argparse.Namespace) -> int:
 
 
 def train_command(args: argparse.Namespace) -> int:
+    from ..engine.distributed import Launch, check_config, env_rank, launch
+
+    if args.nproc:
+        spec = Launch(args.nproc, args.nnodes, args.node_rank, args.rdzv_endpoint, args.rdzv_id)
+        spec.check()
+        cfg, _ = build_config(args)  # mistakes show once, here, not in every process
+        check_config(cfg, args.nproc * args.nnodes)
+        return launch(spec, getattr(args, "argv", ["train"]))
+    if env_rank() == 0:
+        return _run(args)
+    logging.getLogger("cnnzoo").setLevel(logging.ERROR)  # the other processes of a run stay quiet
+    return _follow(args)
+
+
+def _follow(args: argparse.Namespace) -> int:
+    """A process other than rank 0: the same run, but what rank 0 reports is not repeated; only
+    a failure of its own (lost contact with the others) is printed, under its rank."""
+    from ..engine.distributed import FollowerExit
+
+    try:
+        return _run(args, main=False)
+    except FollowerExit as err:
+        return err.exit_code
+    except CnnzooError:  # bad input: every process found it, rank 0 said it
+        return 2
+
+
+def _run(args: argparse.Namespace, main: bool = True) -> int:
+    from ..engine.distributed import ProcessGroupError
     from ..engine.resume import RunFailure
     from ..engine.trainer import train
 
@@ -206,13 +264,17 @@ def train_command(args: argparse.Namespace) -> int:
     try:
         result = train(cfg, resume=resume)
     except RunFailure as err:  # a failure at run time, not bad input
-        print(f"cnnzoo train: stopped: {in_flag_words(str(err), args)}", file=sys.stderr)
+        if main or isinstance(err, ProcessGroupError):  # the others' own failures only
+            print(f"cnnzoo train: stopped: {in_flag_words(str(err), args)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt as err:  # before training started, or a second Ctrl-C
         signum = getattr(err, "signum", signal.SIGINT)
         when = " before training started; nothing was saved" if hasattr(err, "signum") else ""
-        print(f"cnnzoo train: stopped by {signal.Signals(signum).name}{when}", file=sys.stderr)
+        if main:
+            print(f"cnnzoo train: stopped by {signal.Signals(signum).name}{when}", file=sys.stderr)
         return 128 + signum
+    if not main:
+        return result.exit_code
     with open(result.run_dir / "command.txt", "a") as f:  # every command that ran it, resumes included
         f.write(shlex.join(["cnnzoo", *getattr(args, "argv", ["train"])]) + "\n")
     if result.exit_code == 0 and cfg.runtime.report:

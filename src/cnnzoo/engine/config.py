@@ -67,6 +67,10 @@ class DataConfig:
     # fine-tuning (model.pretrained / model.init_from): normalise with the weights' mean/std
     # ("weights", as they were trained) or with the new data's ("dataset")
     normalize: Literal["weights", "dataset"] = "weights"
+    # image folders: decode everything once into memory ("off"), stream batches from worker
+    # processes ("on"), or stream only when the decoded images would pass memory_budget_gb ("auto")
+    stream: Literal["auto", "on", "off"] = "auto"
+    memory_budget_gb: float = resumable(8.0)
 
 
 @dataclass
@@ -81,6 +85,7 @@ class OptimConfig:
     alpha: float = 0.9  # RMSprop's decay of the squared-gradient average (Inception v3: 0.9)
     eps: float | None = None  # None: the optimiser's default (Inception v3's RMSprop: 1.0)
     grad_clip: float = 0.0  # max global gradient norm, 0 = off
+    grad_accum: int = 1  # micro-batches per optimiser step: each (per-process) batch is split this many ways
 
 
 @dataclass
@@ -137,6 +142,8 @@ class RuntimeConfig:
     tensorboard: bool = resumable(True)  # when the tensorboard package is installed
     report: bool = resumable(True)  # plots and report.html at the end of a run (needs cnnzoo[viz])
     trust_checkpoint: bool = resumable(False)  # allow pickled objects in model.init_from
+    sync_bn: bool = False  # several processes: BatchNorm statistics over the global batch (SyncBatchNorm)
+    dist_timeout: float = resumable(600.0)  # seconds a process waits for the others before giving up
 
 
 @dataclass
@@ -306,6 +313,11 @@ def validate(cfg: Config) -> Config:
     _check(o.eps is None or o.eps > 0, "optim.eps", "must be > 0")
     _check(all(0 <= b < 1 for b in o.betas), "optim.betas", "must both be in [0, 1)")
     _check(o.grad_clip >= 0, "optim.grad_clip", "must be >= 0 (0 turns clipping off)")
+    _check(o.grad_accum >= 1, "optim.grad_accum", "must be at least 1")
+    _check(d.batch_size % o.grad_accum == 0, "optim.grad_accum",
+           f"data.batch_size={d.batch_size} does not split into {o.grad_accum} equal micro-batches")
+    _check(d.memory_budget_gb > 0, "data.memory_budget_gb", "must be > 0")
+    _check(rt.dist_timeout > 0, "runtime.dist_timeout", "must be > 0 seconds")
     _check(s.epochs >= 1, "schedule.epochs", "must be at least 1")
     _check(s.max_steps is None or s.max_steps >= 1, "schedule.max_steps", "must be at least 1")
     _check(s.step_size > 0, "schedule.step_size", "must be > 0")

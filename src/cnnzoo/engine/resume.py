@@ -71,6 +71,7 @@ class Run:
     scaler: torch.amp.GradScaler
     loader: Any  # the training loader (its position is part of the checkpoint)
     run_dir: Path
+    dist: Any = None  # cnnzoo.engine.distributed.Distributed of a run of several processes (rank 0 writes)
 
 
 @dataclass
@@ -79,9 +80,11 @@ class Resume:
     checkpoint: dict
 
 
-def checkpoint_dict(run: Run, state: TrainState) -> dict:
-    """Everything a resume or an evaluation needs, as weights_only-loadable plain data."""
+def checkpoint_dict(run: Run, state: TrainState, ranks_rng: list | None = None) -> dict:
+    """Everything a resume or an evaluation needs, as weights_only-loadable plain data
+    (`ranks_rng`: every process's RNG state, for a run of several processes)."""
     meta = run.meta
+    extra = {"distributed": run.dist.checkpoint_entry(ranks_rng)} if ranks_rng is not None else {}
     return {
         "format": CHECKPOINT_FORMAT,
         "cnnzoo_version": __version__,
@@ -104,18 +107,22 @@ def checkpoint_dict(run: Run, state: TrainState) -> dict:
         "epoch": state.epoch,
         "step": state.step,
         "state": dataclasses.asdict(state),
+        **extra,
     }
 
 
 def save_checkpoint(run: Run, state: TrainState, name: str) -> Path:
-    """Atomically write run_dir/name, refusing weights that are not finite."""
+    """Atomically write run_dir/name, refusing weights that are not finite. With several
+    processes every one of them calls this (their RNG states are gathered) and rank 0 writes."""
     bad = [n for n, p in run.model.state_dict().items() if p.is_floating_point() and not torch.isfinite(p).all()]
     if bad:
         raise NonFiniteLossError(
             f"the weights became non-finite ({bad[0]}{' and others' if len(bad) > 1 else ''}) by step {state.step}; "
             f"{name} was not overwritten, the last good checkpoints are in {run.run_dir}")
     path = run.run_dir / name
-    atomic_save(checkpoint_dict(run, state), path)
+    ranks_rng = run.dist.gather_rng() if run.dist is not None else None
+    if run.dist is None or run.dist.is_main:
+        atomic_save(checkpoint_dict(run, state, ranks_rng), path)
     return path
 
 
@@ -127,7 +134,8 @@ def restore(ckpt: dict, run: Run) -> TrainState:
              ("schedule state", lambda: run.schedule.load_state_dict(ckpt["scheduler"])),
              ("grad scaler state", lambda: run.scaler.load_state_dict(ckpt["scaler"])),
              ("data position", lambda: _restore_loader(run.loader, ckpt["loader"], state)),
-             ("random generator states", lambda: restore_rng_state(ckpt["rng"])))
+             ("random generator states", lambda: restore_rng_state(ckpt["rng"])),
+             ("per-process random generator states", lambda: run.dist is None or run.dist.restore_rng(ckpt)))
     for what, load in parts:
         try:
             load()
@@ -174,9 +182,10 @@ def check_resume(resume: Resume, cfg: Config, task: Task, meta: DataMeta) -> Non
                         f"{meta.fingerprint[:16]}): other files, or copies with new modification times (`cp -a` and "
                         "`rsync -a` keep them)")
     # The data is known by its fingerprint, not by where it is: a moved dataset resumes (--data NEWPATH).
+    defaults = _flatten(config_to_dict(Config()))  # keys added since the checkpoint was written have their defaults
     changeable = resumable_keys() | {"data.dataset"}
     for key in sorted(set(before) | set(now)):
-        if before.get(key) != now.get(key) and key not in changeable:
+        if before.get(key, defaults.get(key)) != now.get(key) and key not in changeable:
             problems.append(f"{key}: {before.get(key)!r} in the checkpoint, {now.get(key)!r} now")
     if problems:
         raise ResumeError(f"cannot resume {resume.path}: " + "; ".join(problems)

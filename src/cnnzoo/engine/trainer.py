@@ -32,8 +32,9 @@ from .._text import count
 from ..errors import CnnzooError
 from ..weights import resolve as resolve_weights
 from . import report
-from .checkpoint import CheckpointError, load_checkpoint
+from .checkpoint import CheckpointError
 from .config import Config, ConfigError, config_to_dict, validate
+from .distributed import Distributed, micro_batches, no_sync
 from .evaluate import evaluate
 from .metrics import RunLog, RunningMean
 from .optim import build_optimizer, freeze_backbone, set_train_mode
@@ -64,58 +65,62 @@ def train(cfg: Config, *, resume: Resume | None = None, progress: Progress | Non
     cfg = portable(validate(cfg))
     if resume is not None:
         check_data_present(cfg, resume)
-    progress = progress or Progress(cfg.runtime.progress, log_every=cfg.runtime.log_every,
-                                    log_seconds=cfg.runtime.log_seconds)
+    dist = Distributed.from_env()  # several processes under torchrun (docs/distributed.md); rank 0 writes
+    progress = dist.progress(progress or Progress(cfg.runtime.progress, log_every=cfg.runtime.log_every,
+                                                  log_seconds=cfg.runtime.log_seconds))
     say, note = progress.write, progress.note  # results to stdout; notes, warnings, progress to stderr
-    with StopRequest() as stop, contextlib.ExitStack() as held:  # from the start: a signal while data loads stops
+    with dist.stop_request() as stop, contextlib.ExitStack() as held:  # from the start: a signal while data loads stops
+        held.enter_context(dist.session(cfg))
         task = get_task(cfg.task)
-        runtime = Runtime.from_config(cfg.runtime)
+        runtime = Runtime.from_config(cfg.runtime, dist.device(cfg.runtime.device))
 
         # ---- what can be checked without the data, then the run directory: before any decoding
         _check_start_weights(cfg, resume)
-        if resume is not None:  # locked once the resume is known to be possible: a refused one touches nothing
-            run_dir = resume.path.parent
-            check_not_busy(run_dir)
-        else:
-            existed = bool(cfg.runtime.out) and Path(cfg.runtime.out).exists()
-            run_dir = held.enter_context(locked(claim_run_dir(cfg, cfg.data.dataset)))
-            held.callback(_drop_if_unused, run_dir, existed=existed)  # runs first on leaving, under the lock
-            _check_fresh(run_dir)
+        run_dir = dist.on_main(lambda: _claim_before_data(held, cfg, resume))
         report.run_start(say, cfg, run_dir)
 
         # ---- data, model, optimiser, schedule
         seed_everything(cfg.runtime.seed)
-        data = task.build_data(runtime.stamp(cfg), runtime.device)
+        with dist.main_first():
+            data = task.build_data(runtime.stamp(cfg), runtime.device)
+        dist.shard_data(data, task, cfg, data.meta)
         task.check_config(cfg, data.meta)
         if resume is not None:
             check_resume(resume, cfg, task, data.meta)
-            held.enter_context(locked(run_dir))
+            dist.check_resume(resume.path, resume.checkpoint)
+            if dist.is_main:  # locked once the resume is known to be possible: a refused one touches nothing
+                held.enter_context(locked(run_dir))
         model = task.build_model(cfg, data.meta)
         if resume is None:  # model.pretrained / model.init_from; a resumed run has its own weights
             for line in load_start_weights(model, cfg, data.meta):
                 say(line)
         if cfg.model.freeze_backbone:
             freeze_backbone(model)
+        dist.prepare(model, cfg)
         runtime.place(model)
         optimizer = build_optimizer(model, cfg.optim)
         steps_per_epoch = _steps_per_epoch(cfg, data)
         monitor, mode = task.monitor
         schedule = Schedule(optimizer, cfg.schedule, steps_per_epoch=steps_per_epoch, lr=cfg.optim.lr, mode=mode)
         scaler = torch.amp.GradScaler(runtime.device.type, enabled=runtime.amp_dtype == torch.float16)
-        run = Run(cfg, task, data.meta, model, optimizer, schedule, scaler, data.train, run_dir)
+        run = Run(cfg, task, data.meta, model, optimizer, schedule, scaler, data.train, run_dir, dist)
         state = TrainState(best={"metric": f"val_{monitor}", "mode": mode, "value": None})
         if resume is not None:
             state = restore(resume.checkpoint, run)
         compiled = torch.compile(model) if cfg.runtime.compile else model
+        trained = dist.wrap(compiled, cfg)  # the training step's module (DDP); evaluation uses `compiled`
         loss_fn = task.loss_fn(cfg)
 
         # ---- run directory
-        (run_dir / "config.yaml").write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
+        if dist.is_main:
+            (run_dir / "config.yaml").write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
         log = RunLog(run_dir, state.history, tensorboard=cfg.runtime.tensorboard,
-                     purge_step=state.step if resume is not None else None)
+                     purge_step=state.step if resume is not None else None, write=dist.is_main)
         total = total_steps(cfg.schedule, steps_per_epoch)
         epochs = report.planned_epochs(cfg.schedule, steps_per_epoch)  # fewer than schedule.epochs with max_steps
         report.describe_run(say, cfg, data.meta, model, runtime.device, runtime.precision, steps_per_epoch)
+        if dist.enabled:
+            say(dist.describe(cfg))
         if resume is not None:
             say(report.resuming(resume.path, state.epoch, state.batch, state.step))
         progress.start_run(total, state.step)
@@ -131,12 +136,12 @@ def train(cfg: Config, *, resume: Resume | None = None, progress: Progress | Non
                 desc = f"epoch {state.epoch + 1}/{epochs}"
                 with progress.loop(steps_per_epoch, desc, initial=state.batch) as bar:
                     for batch in data.train:
-                        values = _train_step(run, state, compiled, loss_fn, batch, runtime, note)
+                        values = _train_step(run, state, trained, loss_fn, batch, runtime, note)
                         if values is None:  # skipped for a non-finite loss
                             continue
                         running.update(values, len(batch[0]))
                         state.running = running.state_dict()
-                        bar.update(len(batch[0]), running.means())
+                        bar.update(dist.global_count(len(batch[0])), running.means())
                         if state.step % cfg.runtime.log_every == 0:
                             log.add_step({"loss": values["loss"], "lr": schedule.lr}, state.step)
                         if cfg.runtime.save_every_steps and state.step % cfg.runtime.save_every_steps == 0:
@@ -149,8 +154,9 @@ def train(cfg: Config, *, resume: Resume | None = None, progress: Progress | Non
                     return _stopped(note, stop, run, state)
                 # end of epoch: validate, log, save
                 train_time = time.perf_counter() - started
-                val = (evaluate(compiled, data.val, task.evaluator(cfg, data.meta, final=False), runtime, progress,
-                                "val") if data.val else {})
+                dist.sync_buffers(model)
+                val = (evaluate(compiled, data.val, dist.evaluator(task.evaluator(cfg, data.meta, final=False)),
+                                runtime, progress, "val") if data.val else {})
                 _check_validation(val, state, run_dir)
                 if monitor in val:
                     schedule.observe(val[monitor])
@@ -262,6 +268,19 @@ def _check_start_weights(cfg: Config, resume: Resume | None) -> None:
         resolve_weights(m.pretrained, m.name)  # an unknown tag, or one not downloaded: one line saying what to do
 
 
+def _claim_before_data(held: contextlib.ExitStack, cfg: Config, resume: Resume | None) -> Path:
+    """The run directory, claimed before any data is decoded (rank 0 alone does this). A resumed
+    run's is only checked here; it is locked once the resume is known to be possible."""
+    if resume is not None:
+        check_not_busy(resume.path.parent)
+        return resume.path.parent
+    existed = bool(cfg.runtime.out) and Path(cfg.runtime.out).exists()
+    run_dir = held.enter_context(locked(claim_run_dir(cfg, cfg.data.dataset)))
+    held.callback(_drop_if_unused, run_dir, existed=existed)  # runs first on leaving, under the lock
+    _check_fresh(run_dir)
+    return run_dir
+
+
 def _check_fresh(run_dir: Path) -> None:
     """A new run never writes over another run's checkpoints (checked under the directory's lock)."""
     if (run_dir / "last.pt").exists() or (run_dir / "best.pt").exists():
@@ -274,13 +293,15 @@ def _check_fresh(run_dir: Path) -> None:
 
 def _train_step(run: Run, state: TrainState, model: nn.Module, loss_fn: LossFn, batch: tuple, runtime: Runtime,
                 say) -> dict[str, float] | None:
-    """Forward, non-finite check, backward, update, schedule step: the loss and the task's
-    metrics as floats, or None when the batch was skipped for a non-finite loss."""
-    cfg, optimizer, scaler = run.cfg, run.optimizer, run.scaler
-    with runtime.autocast():
-        loss, metrics = loss_fn(model, batch)
+    """Forward and backward (over cfg.optim.grad_accum micro-batches), non-finite check, update,
+    schedule step: the loss and the task's metrics as floats (global means over all processes),
+    or None when the batch was skipped for a non-finite loss (before the weights change)."""
+    cfg, optimizer, scaler, dist = run.cfg, run.optimizer, run.scaler, run.dist
+    with dist.collective("a training step"):  # DDP all-reduces the gradients in the backward pass
+        metrics = _forward_backward(model, loss_fn, batch, runtime, scaler, cfg.optim.grad_accum)
     state.batch += 1
-    values = _to_host({**metrics, "loss": loss.detach()})  # the one host sync of a step
+    # the one host sync of a step (with several processes, also where they agree to stop)
+    values = dist.reduce_means(metrics, len(batch[0])) if dist.enabled else _to_host(metrics)
     if not math.isfinite(values["loss"]):
         state.skipped += 1
         optimizer.zero_grad(set_to_none=True)
@@ -288,7 +309,6 @@ def _train_step(run: Run, state: TrainState, model: nn.Module, loss_fn: LossFn, 
         say(f"warning: non-finite loss ({values['loss']}) at step {state.step}: batch skipped "
             f"({state.skipped}/{cfg.runtime.skip_nonfinite} allowed)")
         return None
-    scaler.scale(loss).backward()
     if cfg.optim.grad_clip > 0:
         scaler.unscale_(optimizer)
         nn.utils.clip_grad_norm_(run.model.parameters(), cfg.optim.grad_clip)
@@ -298,6 +318,24 @@ def _train_step(run: Run, state: TrainState, model: nn.Module, loss_fn: LossFn, 
     run.schedule.step()
     state.step += 1
     return values
+
+
+def _forward_backward(model: nn.Module, loss_fn: LossFn, batch: tuple, runtime: Runtime,
+                      scaler: torch.amp.GradScaler, accum: int) -> dict:
+    """Gradients of the batch's mean loss, accumulated over `accum` micro-batches (all-reduced
+    once, after the last, under DDP); the batch's loss and metrics as 0-d tensors."""
+    parts = micro_batches(batch, accum)
+    totals: dict = {}
+    for i, part in enumerate(parts):
+        share = len(part[0]) / len(batch[0])
+        with no_sync(model, last=i == len(parts) - 1):
+            with runtime.autocast():
+                loss, metrics = loss_fn(model, part)
+            scaler.scale(loss if len(parts) == 1 else loss * share).backward()
+        for key, value in {**metrics, "loss": loss.detach()}.items():
+            value = value if len(parts) == 1 else value * share
+            totals[key] = value if key not in totals else totals[key] + value
+    return totals
 
 
 def _to_host(values: dict) -> dict[str, float]:
@@ -313,17 +351,17 @@ def _final_test(say, run: Run, model: nn.Module, data: TaskData, runtime: Runtim
                 stop) -> dict[str, float] | None:
     """The single look at the test set, with best.pt (chosen on validation) when there is one;
     None when a signal stopped it."""
-    which = "best.pt" if (run.run_dir / "best.pt").exists() else "last.pt"
-    ckpt = load_checkpoint(run.run_dir / which)
+    which, ckpt = run.dist.load_from_main(run.run_dir, ("best.pt", "last.pt"))
     run.model.load_state_dict(ckpt["model"])
-    evaluator = run.task.evaluator(run.cfg, data.meta, final=True)
+    evaluator = run.dist.evaluator(run.task.evaluator(run.cfg, data.meta, final=True))
     test = evaluate(model, data.test, evaluator, runtime, progress, "test", stop=stop)
     if stop():
         return None
     chosen = ckpt["state"]["best"] if which == "best.pt" else {}
     results = {"checkpoint": which, "epoch": ckpt["epoch"], "step": ckpt["step"],
                "selected_by": chosen.get("metric"), "selected_value": chosen.get("value"), "test": test}
-    (run.run_dir / "test_metrics.json").write_text(json.dumps(results, indent=2) + "\n")
+    if run.dist.is_main:
+        (run.run_dir / "test_metrics.json").write_text(json.dumps(results, indent=2) + "\n")
     say(report.test_line(which, ckpt["epoch"], chosen, data.val is not None, test))
     return test
 

@@ -21,6 +21,7 @@ from torch import nn
 
 from ..data import BatchAugment, DatasetBundle, DeviceLoader, ImageSplit, augment_policy, load_dataset
 from ..data.datasets import absolute_spec, dataset_fingerprint
+from ..data.stream import FileSplit, loader_for, open_stream, should_stream
 from ..data.transforms import center_crop, resize_uint8
 from ..engine.config import Config, ConfigError, check_crop
 from ..engine.metrics import confusion_matrix, topk_correct, write_confusion_csv
@@ -47,7 +48,7 @@ class ClassificationTask(Task):
 
     def build_data(self, cfg: Config, device: torch.device) -> TaskData:
         d, r = cfg.data, cfg.regularization
-        bundle = load_bundle(cfg)
+        bundle = stream_bundle(cfg) or load_bundle(cfg)  # data too large for memory stays on disk
         stats = start_normalization(cfg, int(bundle.input_size[0]))
         normalized_by = ""
         if stats is not None:  # fine-tuning: normalise as the weights were trained (data.normalize)
@@ -57,9 +58,10 @@ class ClassificationTask(Task):
                                 random_resized_crop=r.random_resized_crop)
         augment = BatchAugment(mean=bundle.mean, std=bundle.std, **policy, cutout=r.cutout,
                                mixup_alpha=r.mixup_alpha, cutmix_alpha=r.cutmix_alpha, num_classes=len(bundle.classes))
-        train = DeviceLoader(bundle.train, d.batch_size, shuffle=True, augment=augment, drop_last=d.drop_last,
-                             seed=cfg.runtime.seed, device=device, mean=bundle.mean, std=bundle.std,
-                             channels_last=bool(cfg.runtime.channels_last))
+        train = loader_for(bundle.train, d.batch_size, shuffle=True, augment=augment, drop_last=d.drop_last,
+                           seed=cfg.runtime.seed, device=device, mean=bundle.mean, std=bundle.std,
+                           channels_last=bool(cfg.runtime.channels_last), num_workers=d.num_workers,
+                           on_bad_image=d.on_bad_image)
         val = eval_loader(bundle.val, cfg, bundle.mean, bundle.std, device) if len(bundle.val) else None
         test = (eval_loader(bundle.test, cfg, bundle.mean, bundle.std, device)
                 if bundle.test is not None and len(bundle.test) else None)
@@ -72,7 +74,8 @@ class ClassificationTask(Task):
         default, or all of it when it has none (split None); classes are matched by name."""
         own = dataset is None or is_runs_data(cfg, meta, dataset)
         size = cfg.data.image_size if own else cfg.data.image_size or meta.input_size[-1]
-        bundle = match_classes(meta, load_bundle(cfg, dataset=dataset, carve=own, image_size=size))
+        bundle = match_classes(meta, stream_bundle(cfg, dataset)
+                               or load_bundle(cfg, dataset=dataset, carve=own, image_size=size))
         split, images = pick_split(bundle, split, own=own)
         return eval_loader(images, cfg, meta.mean, meta.std, device), bundle.name, split
 
@@ -140,6 +143,21 @@ class ClassificationEvaluator:
         self.confusion = _add(self.confusion, matrix)
         self.count += labels.shape[0]
 
+    def reduce(self, total) -> None:
+        """Replace this process's sums by their totals over all processes (`total` all-reduces a
+        tensor): a data-parallel evaluation, in which each process saw a share of the split."""
+        k = len(self.classes)
+        zero = torch.zeros((), dtype=torch.float64)
+        sums = [zero if v is None else v.detach().double().cpu().reshape(()) for v in
+                (self.loss_sum, self.correct1, self.correct5)]
+        confusion = (torch.zeros(k * k, dtype=torch.float64) if self.confusion is None
+                     else self.confusion.double().cpu().flatten())
+        packed = total(torch.cat([torch.stack([*sums, torch.tensor(float(self.count), dtype=torch.float64)]),
+                                  confusion]))
+        self.loss_sum, self.correct1, self.correct5 = packed[0], packed[1], packed[2]
+        self.count = int(packed[3])
+        self.confusion = packed[4:].round().long().reshape(k, k)
+
     def compute(self) -> dict[str, float]:
         if self.count == 0:
             return {}
@@ -200,11 +218,22 @@ def _add(total: torch.Tensor | None, value: torch.Tensor) -> torch.Tensor:
 # ------------------------------------------------------------------------- data helpers
 
 
-def eval_loader(images: ImageSplit, cfg: Config, mean, std, device: torch.device) -> DeviceLoader:
+def eval_loader(images: ImageSplit | FileSplit, cfg: Config, mean, std, device: torch.device) -> DeviceLoader:
     """The loader of an evaluated split: in order, unaugmented, normalised with the training statistics."""
     batch = cfg.data.eval_batch_size or 2 * cfg.data.batch_size
-    return DeviceLoader(images, batch, shuffle=False, augment=None, device=device, mean=mean, std=std,
-                        channels_last=bool(cfg.runtime.channels_last))
+    return loader_for(images, batch, shuffle=False, augment=None, device=device, mean=mean, std=std,
+                      channels_last=bool(cfg.runtime.channels_last), num_workers=cfg.data.num_workers,
+                      on_bad_image=cfg.data.on_bad_image)
+
+
+def stream_bundle(cfg: Config, dataset: str | None = None) -> DatasetBundle | None:
+    """The listed (not decoded) image folder when it streams (cfg.data.stream, memory_budget_gb)."""
+    d = cfg.data
+    spec = dataset or d.dataset
+    if not should_stream(spec, d.stream, d.memory_budget_gb, d.image_size):
+        return None
+    return open_stream(spec, image_size=d.image_size, val_fraction=d.val_fraction, seed=d.split_seed,
+                       num_workers=d.num_workers)
 
 
 def dataset_meta(bundle: DatasetBundle, *, normalized_by: str = "") -> DataMeta:
