@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from .conv import ConvNormAct
+from .residual import add_residual
 
 ConvFactory = Callable[..., nn.Module]  # conv(in_chs, out_chs, kernel_size, stride=1, padding=None)
 
@@ -82,7 +83,7 @@ class InceptionResidual(nn.Module):
         self.out_chs = chs
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.act(x + self.scale * self.proj(self.towers(x)))
+        return self.act(add_residual(self.proj(self.towers(x)).mul_(self.scale), x))
 
     def extra_repr(self) -> str:
         return f"scale={self.scale}"
