@@ -32,6 +32,8 @@ SUBCOMMANDS = (
     "plot_cmd",
     "report_cmd",
     "weights_cmd",
+    "export_cmd",
+    "bench_cmd",
 )
 
 
