@@ -34,12 +34,12 @@ def _randomise_bn(model: torch.nn.Module) -> torch.nn.Module:
     return model.eval()
 
 
-@pytest.mark.parametrize("name,expected", [("resnet20_cifar", 21), ("mobilenet_v2_cifar", 53)])
-def test_folding_removes_every_conv_bn_pair_and_keeps_the_output(name, expected):
+@pytest.mark.parametrize("name", ["resnet20_cifar", pytest.param("mobilenet_v2_cifar", marks=pytest.mark.slow)])
+def test_folding_removes_every_conv_bn_pair_and_keeps_the_output(name):
     model = _randomise_bn(create_model(name))
     x = torch.randn(2, 3, 32, 32)
     folded, count = fold_batchnorm(model, x[:1])
-    assert count == expected
+    assert count == sum(isinstance(m, torch.nn.Conv2d) for m in model.modules())  # every conv has its BN
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
     with torch.no_grad():
         torch.testing.assert_close(folded(x), model(x), atol=1e-4, rtol=1e-4)
@@ -102,17 +102,19 @@ def test_exported_archives_need_the_pt2_suffix(tmp_path):
         export_model(create_model("lenet5"), "exported", tmp_path / "m.ep", input_size=(1, 32, 32))
 
 
-def test_cli_export_each_format_is_verified(tmp_path):
-    for fmt, name in [("onnx", "m.onnx"), ("torchscript", "m.pt"), ("exported", "m.pt2")]:
-        out = cnnzoo("export", "resnet20_cifar", "--format", fmt, "-o", str(tmp_path / name), "--dynamic-batch")
-        assert out.returncode == 0, out.stderr
-        assert "max |diff|" in out.stdout and "top-1 agreement 100.0%" in out.stdout, out.stdout
-    assert "traced instead" in out.stderr or "traced instead" in cnnzoo(
-        "export", "resnet20_cifar", "--format", "torchscript", "-o", str(tmp_path / "t.pt")).stderr
-    session = onnxruntime.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"])
-    meta = session.get_modelmeta().custom_metadata_map
-    assert json.loads(meta["input_size"]) == [3, 32, 32] and len(json.loads(meta["std"])) == 3
-    assert session.run(None, {"input": torch.randn(5, 3, 32, 32).numpy()})[0].shape == (5, 10)
+@pytest.mark.parametrize("fmt,name", [("torchscript", "m.pt"), pytest.param("exported", "m.pt2", marks=pytest.mark.slow),
+                                      pytest.param("onnx", "m.onnx", marks=pytest.mark.slow)])
+def test_cli_export_each_format_is_verified(tmp_path, fmt, name):
+    out = cnnzoo("export", "resnet20_cifar", "--format", fmt, "-o", str(tmp_path / name), "--dynamic-batch")
+    assert out.returncode == 0, out.stderr
+    assert "max |diff|" in out.stdout and "top-1 agreement 100.0%" in out.stdout, out.stdout
+    if fmt == "torchscript":
+        assert "ResNet is not scriptable" in out.stderr and "traced instead" in out.stderr
+    if fmt == "onnx":
+        session = onnxruntime.InferenceSession(str(tmp_path / name), providers=["CPUExecutionProvider"])
+        meta = session.get_modelmeta().custom_metadata_map
+        assert json.loads(meta["input_size"]) == [3, 32, 32] and len(json.loads(meta["std"])) == 3
+        assert session.run(None, {"input": torch.randn(5, 3, 32, 32).numpy()})[0].shape == (5, 10)
 
 
 def test_cli_export_refuses_bad_input(tmp_path):
@@ -141,7 +143,7 @@ def _small_size(name: str) -> tuple[int, int, int]:
     return (cfg.input_size[0], max(64, smallest[1]), max(64, smallest[2]))
 
 
-QUICK_SWEEP = ["lenet5", "resnet20_cifar", "mobilenet_v3_small_cifar", "nin_cifar"]
+QUICK_SWEEP = ["lenet5", "resnet20_cifar"]
 
 
 def export_both(name: str, tmp_path) -> None:
