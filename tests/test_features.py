@@ -3,8 +3,6 @@ shapes a forward pass gives; `features_only`, `forward_intermediates` and `outpu
 
 from __future__ import annotations
 
-import math
-
 import pytest
 import torch
 

@@ -15,8 +15,8 @@ import contextlib
 import logging
 import statistics
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
-from typing import Callable, Sequence
 
 import torch
 from torch import nn

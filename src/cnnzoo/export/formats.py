@@ -18,9 +18,10 @@ import io
 import json
 import logging
 import warnings
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -159,7 +160,7 @@ def _write_torchscript(model: nn.Module, example: torch.Tensor, path: Path, *, d
                        metadata: dict[str, str], **_: Any) -> tuple[str, str]:
     try:
         module, method, note = torch.jit.script(model), "scripted", ""
-    except Exception as err:  # TorchScript's frontend raises several types
+    except Exception as err:  # noqa: BLE001 -- TorchScript's frontend raises many types; trace instead
         note = f"{type(model).__name__} is not scriptable ({_first_line(err).rstrip(':')}); traced instead"
         log.info("%s", note)
         module, method = torch.jit.trace(model, example, check_trace=False), "traced"

@@ -7,14 +7,21 @@ classifiers return `AuxLogits` in training mode only.
 
 from __future__ import annotations
 
-from typing import NamedTuple, Sequence
+from collections.abc import Sequence
+from typing import NamedTuple
 
 import torch
 from torch import nn
 
 from ..layers.head import ClassifierHead
 from ..registry import ModelCfg
-from .features import FeatureInfo, FeatureListNet, collect_intermediates, resolve_indices
+from .features import (
+    FeatureInfo,
+    FeatureListNet,
+    collect_intermediates,
+    resolve_indices,
+)
+
 
 class AuxLogits(NamedTuple):
     """Training-mode output of models with auxiliary heads (GoogLeNet, Inception v3).

@@ -24,7 +24,7 @@ from ..errors import CnnzooError
 
 def stage(module: str, num_chs: int, reduction: int) -> dict[str, Any]:
     """One declared feature map: timm's dict keys."""
-    return dict(module=module, num_chs=int(num_chs), reduction=int(reduction))
+    return {"module": module, "num_chs": int(num_chs), "reduction": int(reduction)}
 
 
 def chain_stages(path: Sequence[tuple[str, nn.Module]], in_chs: int, *, strides: dict[str, int] | None = None
@@ -113,7 +113,7 @@ class FeatureInfo(Sequence):
     def get_dicts(self) -> list[dict[str, Any]]:
         return [dict(self.stages[i]) for i in self.out_indices]
 
-    def select(self, out_indices: Sequence[int]) -> "FeatureInfo":
+    def select(self, out_indices: Sequence[int]) -> FeatureInfo:
         """Only the stages at `out_indices` (negative indices count from the end)."""
         return FeatureInfo([self.stages[i] for i in resolve_indices(len(self.stages), out_indices)])
 
