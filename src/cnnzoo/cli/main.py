@@ -36,6 +36,8 @@ SUBCOMMANDS = (
     "plot_cmd",
     "report_cmd",
     "weights_cmd",
+    "export_cmd",
+    "bench_cmd",
 )
 
 

@@ -53,7 +53,8 @@ class _ChannelGate(nn.Module):
 
     def _scale(self, x: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
         scale = self.gate(logits)
-        self.last_map = scale.detach()
+        if not torch.jit.is_scripting():  # a scripted module keeps no picture state
+            self.last_map = scale.detach()
         return x * scale
 
 
@@ -88,7 +89,8 @@ class SpatialAttn(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         pooled = torch.cat([x.mean(1, keepdim=True), x.amax(1, keepdim=True)], dim=1)
         scale = self.gate(self.conv(pooled))
-        self.last_map = scale.detach()
+        if not torch.jit.is_scripting():  # a scripted module keeps no picture state
+            self.last_map = scale.detach()
         return x * scale
 
 
@@ -140,7 +142,8 @@ class BAM(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         attn = self.gate(self.channel_gate(x.mean((2, 3), keepdim=True)) + self.spatial_gate(x))
-        self.last_map = attn.detach()
+        if not torch.jit.is_scripting():  # a scripted module keeps no picture state
+            self.last_map = attn.detach()
         return x * (1 + attn)
 
 
@@ -191,7 +194,8 @@ class GatherExcite(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         gate = self.gate(self.mlp(self.gather(x)))
-        self.last_map = gate.detach()
+        if not torch.jit.is_scripting():  # a scripted module keeps no picture state
+            self.last_map = gate.detach()
         if gate.shape[-2:] != x.shape[-2:] and gate.shape[-2:] != (1, 1):
             gate = F.interpolate(gate, size=x.shape[-2:], mode="nearest")
         return x * gate
@@ -250,7 +254,8 @@ class SelectiveKernel(nn.Module):
         feats = torch.stack([branch(x) for branch in self.branches], dim=1)  # B, M, C, H, W
         z = self.fc_reduce(feats.sum(1).mean((2, 3), keepdim=True))
         weights = self.fc_select(z).view(x.shape[0], self.num_branches, -1, 1, 1).softmax(dim=1)
-        self.last_map = weights.detach()
+        if not torch.jit.is_scripting():  # a scripted module keeps no picture state
+            self.last_map = weights.detach()
         return (feats * weights).sum(1)
 
 

@@ -25,6 +25,7 @@ from torch import nn
 
 from .attention import create_attn
 from .conv import ConvNormAct
+from .residual import add_residual
 
 ConvFactory = Callable[..., nn.Module]  # conv(in_chs, out_chs, kernel_size, stride=1, padding=None)
 
@@ -96,7 +97,7 @@ class InceptionResidual(nn.Module):
         self.out_chs = chs
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.act(x + self.scale * self.proj(self.towers(x)))
+        return self.act(add_residual(self.proj(self.towers(x)).mul_(self.scale), x))
 
     def extra_repr(self) -> str:
         return f"scale={self.scale}"

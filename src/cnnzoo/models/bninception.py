@@ -32,6 +32,7 @@ from ..layers.inception import ConvFactory, bn_conv, bn_inception_module
 from ..layers.init import init_weights
 from ..registry import Paper, build_model, register_model
 from .base import ZooModel
+from .features import chain_stages, children_path
 
 PAPER = Paper("Batch Normalization: Accelerating Deep Network Training by Reducing Internal Covariate Shift",
               2015, "1502.03167", "Ioffe, Szegedy")
@@ -73,6 +74,9 @@ class BNInception(ZooModel):
             chs = layers[name].out_chs
         self.features = nn.Sequential(layers)
         self.num_features = chs
+        # inception3c and inception4e reduce by their stride-2 towers and max-pool
+        self.feature_info = chain_stages(children_path(self.features, "features."), in_chans,
+                                         strides=dict.fromkeys(("features.inception3c", "features.inception4e"), 2))
         self._init_head(num_classes, drop_rate)
         init_weights(self)
 

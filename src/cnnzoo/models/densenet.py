@@ -30,6 +30,7 @@ from ..layers.conv import LayerFactory, make_act
 from ..layers.init import init_weights
 from ..registry import Paper, build_model, register_model
 from .base import ZooModel
+from .features import chain_stages, children_path
 
 PAPER = Paper("Densely Connected Convolutional Networks", 2017, "1608.06993",
               "Huang, Liu, van der Maaten, Weinberger")
@@ -63,6 +64,7 @@ class DenseBlock(nn.ModuleDict):
 
     def __init__(self, num_layers: int, in_chs: int, growth_rate: int, **layer_kwargs):
         super().__init__()
+        self.out_chs = in_chs + num_layers * growth_rate
         for i in range(num_layers):
             self[f"denselayer{i + 1}"] = DenseLayer(in_chs + i * growth_rate, growth_rate, **layer_kwargs)
 
@@ -124,6 +126,7 @@ class DenseNet(ZooModel):
         self.features.add_module(f"norm{len(block_config) + 1}", norm_layer(chs))
         self.features.add_module(f"relu{len(block_config) + 1}", make_act(act_layer))
         self.num_features = chs
+        self.feature_info = chain_stages(children_path(self.features, "features."), in_chans)
         self._init_head(num_classes, drop_rate)
         init_weights(self, conv_mode="fan_in", linear_std=None)  # torchvision's DenseNet init
 

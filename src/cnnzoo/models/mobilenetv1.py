@@ -35,6 +35,7 @@ from ..layers.attention import create_attn
 from ..layers.conv import LayerFactory, get_act_layer
 from ..registry import Paper, build_model, register_model
 from .base import ZooModel
+from .features import chain_stages, children_path
 
 PAPER = Paper(
     "MobileNets: Efficient Convolutional Neural Networks for Mobile Vision Applications", 2017,
@@ -91,6 +92,7 @@ class MobileNetV1(ZooModel):
             chs = out_chs
         self.blocks = nn.Sequential(*layers)
         self.num_features = chs
+        self.feature_info = chain_stages([("stem", self.stem), *children_path(self.blocks, "blocks.")], in_chans)
         self._init_head(num_classes, drop_rate)
         self.cfg_overrides = dict(
             input_size=scaled_input_size(in_chans, base_size, resolution_mult),

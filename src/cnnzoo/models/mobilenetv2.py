@@ -33,6 +33,7 @@ from ..layers.drop import drop_path_rates
 from ..layers.inverted_residual import InvertedResidual
 from ..registry import Paper, build_model, register_model
 from .base import ZooModel
+from .features import chain_stages, children_path
 
 PAPER = Paper(
     "MobileNetV2: Inverted Residuals and Linear Bottlenecks", 2018, "1801.04381",
@@ -81,6 +82,8 @@ class MobileNetV2(ZooModel):
         self.blocks = nn.Sequential(*blocks)
         self.num_features = make_divisible(head_chs * max(1.0, width_mult))
         self.conv_head = ConvNormAct(chs, self.num_features, 1, act_layer=nn.ReLU6)
+        self.feature_info = chain_stages(
+            [("stem", self.stem), *children_path(self.blocks, "blocks."), ("conv_head", self.conv_head)], in_chans)
         self._init_head(num_classes, drop_rate)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:

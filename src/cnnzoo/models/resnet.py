@@ -33,6 +33,8 @@ from ..layers.init import init_weights
 from ..layers.residual import BasicBlock, create_shortcut, get_block
 from ..registry import Paper, build_model, register_model
 from .base import ZooModel
+from .features import FeatureInfo, output_stride_plan
+from .features import stage as stage_info
 
 PAPER = Paper("Deep Residual Learning for Image Recognition", 2016, "1512.03385", "He, Zhang, Ren, Sun")
 RESNEXT_PAPER = Paper("Aggregated Residual Transformations for Deep Neural Networks", 2017, "1611.05431",
@@ -51,6 +53,8 @@ class ResNet(ZooModel):
     (override with `attn_placement="block"|"stage"`). `block_args`: extra options for every block.
     `stride_in_1x1`: bottlenecks stride on their first 1x1 (the paper's "v1") rather than on
     the 3x3 (torchvision's "v1.5", the default); the same weights fit either.
+    `output_stride` 8 or 16 replaces the later stages' strides by dilation (a dense backbone for
+    segmentation, as in DeepLab); the parameters are unchanged.
     """
 
     def __init__(
@@ -74,6 +78,7 @@ class ResNet(ZooModel):
         norm_layer: LayerFactory = nn.BatchNorm2d,
         act_layer: LayerFactory = nn.ReLU,
         zero_init_last: bool = False,
+        output_stride: int | None = None,
         num_classes: int = 1000,
         in_chans: int = 3,
     ):
@@ -91,20 +96,31 @@ class ResNet(ZooModel):
 
         dprs = iter(drop_path_rates(drop_path_rate, sum(layers)))
         in_chs, self.stage_names = stem_width, []
+        # Each stage after the first halves the resolution, unless output_stride turns that
+        # stride into dilation (the stage's first block keeps the previous stage's dilation).
+        stem_stride = 4 if stem == "imagenet" else 1
+        plan = list(output_stride_plan([1] + [2] * (len(layers) - 1), output_stride, stem_stride))
+        features, reduction, prev_dilation = [stage_info("act1", stem_width, stem_stride // 2 or 1)], stem_stride, 1
         for i, (depth, planes) in enumerate(zip(layers, widths)):
             stage = OrderedDict()
+            stage_stride, dilation = plan[i]
             for j in range(depth):
-                stride = 2 if i > 0 and j == 0 else 1  # each stage after the first halves the resolution
                 stage[str(j)] = self._make_block(
-                    i, j, in_chs, planes, stride=stride, groups=groups, base_width=base_width, attn_layer=block_attn,
-                    attn_kwargs=attn_kwargs, drop_path=next(dprs), **(block_args or {}))
+                    i, j, in_chs, planes, stride=stage_stride if j == 0 else 1,
+                    dilation=prev_dilation if j == 0 else dilation, groups=groups, base_width=base_width,
+                    attn_layer=block_attn, attn_kwargs=attn_kwargs, drop_path=next(dprs), **(block_args or {}))
                 in_chs = planes * self.block.expansion
+            prev_dilation, reduction = dilation, reduction * stage_stride
+            features.append(stage_info(f"layer{i + 1}", in_chs, reduction))
             if placement == "stage" and i < len(layers) - 1:
                 stage["attn"] = create_attn(attn_layer, in_chs, **(attn_kwargs or {}))
             self.add_module(f"layer{i + 1}", nn.Sequential(stage))
             self.stage_names.append(f"layer{i + 1}")
         self.num_features = in_chs
         self.final_norm = self._make_final_norm(in_chs)
+        if not isinstance(self.final_norm, nn.Identity):  # pre-activation nets: the normalised map
+            features[-1] = stage_info("final_norm", in_chs, reduction)
+        self.feature_info = FeatureInfo(features)
         self._init_head(num_classes, drop_rate)
         self._init_weights(zero_init_last)
 

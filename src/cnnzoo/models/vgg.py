@@ -26,6 +26,7 @@ from ..layers.head import FCHead
 from ..layers.init import init_weights
 from ..registry import Paper, build_model, register_model
 from .base import ZooModel
+from .features import chain_stages, children_path
 
 PAPER = Paper("Very Deep Convolutional Networks for Large-Scale Image Recognition", 2014, "1409.1556",
               "Simonyan, Zisserman")
@@ -53,6 +54,7 @@ class VGG(ZooModel):
         self.num_classes = num_classes
         self.head = FCHead(512, num_classes, pool_size, hidden, drop_rate)
         self.num_features = self.head.in_features
+        self.feature_info = chain_stages(children_path(self.features, "features."), in_chans)
         init_weights(self)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
