@@ -110,7 +110,7 @@ class DeviceLoader:
         if self.augment is None:
             x = normalize(images, self.mean, self.std)
         elif isinstance(self.augment, BatchAugment):
-            x = self.augment.transform(images, self._seeded(chunk, 2))
+            x = self.augment.transform(images, self._seeded(chunk, 2), index=index, epoch=self.epoch)
         else:
             return images  # a plain callable augments whole batches in _finish
         fmt = torch.channels_last if self.channels_last else torch.contiguous_format

@@ -12,6 +12,8 @@ import sys
 import time
 from typing import Any, Callable, Iterable, Iterator, TextIO
 
+from ..data.progress import LogSink, Sink, progress_line
+
 
 class Progress:
     """Factory of per-loop trackers. mode: auto (bar on a TTY, lines otherwise), bar, log, off."""
@@ -34,6 +36,15 @@ class Progress:
             self.stream.flush()
         else:
             self._log(line)
+
+    def data_sink(self) -> Sink:
+        """Where the data layer's progress (decoding a dataset) goes: a bar on a terminal, a line
+        every few seconds and one at the end off it (cnnzoo.data.progress), nothing when off."""
+        if self.mode == "bar":
+            return _BarSink(self)
+        if self.mode == "log":
+            return LogSink(self.write)
+        return lambda *args: None
 
     def loop(self, total: int, desc: str, *, initial: int = 0) -> "Tracker":
         return Tracker(self, total, desc, initial)
@@ -94,6 +105,25 @@ class Tracker:
         steps = max(self.done - self.initial, 1)
         remaining = elapsed / steps * max(self.total - self.done, 0)
         return format_seconds(remaining)
+
+
+class _BarSink:
+    """A tqdm bar of images decoded (total known for folders, open-ended for archives) that
+    leaves one summary line when the work is done."""
+
+    def __init__(self, progress: Progress):
+        self.progress, self.bar, self.start = progress, None, time.perf_counter()
+
+    def __call__(self, what: str, done: int, total: int | None, finished: bool) -> None:
+        from tqdm import tqdm
+
+        if self.bar is None:
+            self.bar = tqdm(total=total, desc=what, unit="img", unit_scale=True, leave=False, dynamic_ncols=True,
+                            file=self.progress.stream)
+        self.bar.update(done - self.bar.n)
+        if finished:
+            self.bar.close()
+            self.progress.write(progress_line(what, done, total, time.perf_counter() - self.start, True))
 
 
 def format_metric(name: str, value: float) -> str:

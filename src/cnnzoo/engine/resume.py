@@ -70,6 +70,7 @@ class Run:
     scaler: torch.amp.GradScaler
     loader: Any  # the training loader (its position is part of the checkpoint)
     run_dir: Path
+    averager: Any = None  # a WeightAverage (lookahead) whose average is part of the checkpoint
 
 
 @dataclass
@@ -103,6 +104,7 @@ def checkpoint_dict(run: Run, state: TrainState) -> dict:
         "epoch": state.epoch,
         "step": state.step,
         "state": dataclasses.asdict(state),
+        **({"weight_average": run.averager.state_dict()} if run.averager is not None else {}),
     }
 
 
@@ -127,6 +129,8 @@ def restore(ckpt: dict, run: Run) -> TrainState:
     run.optimizer.load_state_dict(ckpt["optimizer"])
     run.schedule.load_state_dict(ckpt["scheduler"])
     run.scaler.load_state_dict(ckpt["scaler"])
+    if run.averager is not None and "weight_average" in ckpt:
+        run.averager.load_state_dict(ckpt["weight_average"])
     state = TrainState(**ckpt["state"])
     if state.batch > 0:
         run.loader.load_state_dict(ckpt["loader"])

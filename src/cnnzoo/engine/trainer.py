@@ -25,8 +25,11 @@ import torch
 import yaml
 from torch import nn
 
+from ..data import progress as data_progress
 from ..errors import CnnzooError
 from . import report
+from .amp_probe import choose_cpu_amp
+from .averaging import WeightAverage
 from .checkpoint import CheckpointError, load_checkpoint
 from .config import Config, ConfigError, config_to_dict, validate
 from .evaluate import evaluate
@@ -41,6 +44,7 @@ from .schedulers import Schedule, total_steps
 from .signals import StopRequest
 from .task import LossFn, TaskData, get_task
 from .weights_init import load_start_weights
+from .whiten import freeze_whitened, train_whitening_bias
 
 
 @dataclass
@@ -65,7 +69,8 @@ def train(cfg: Config, *, resume: Resume | None = None, progress: Progress | Non
 
         # ---- data, model, optimiser, schedule
         seed_everything(cfg.runtime.seed)
-        data = task.build_data(runtime.stamp(cfg), runtime.device)
+        with data_progress.reporting(progress.data_sink()):  # decoding a large dataset shows progress
+            data = task.build_data(runtime.stamp(cfg), runtime.device)
         task.check_config(cfg, data.meta)
         if resume is not None:
             check_resume(resume, cfg, task, data.meta)
@@ -73,11 +78,16 @@ def train(cfg: Config, *, resume: Resume | None = None, progress: Progress | Non
         if resume is None:  # model.pretrained / model.init_from; a resumed run has its own weights
             for line in load_start_weights(model, cfg, data.meta):
                 say(line)
+            for line in task.init_from_data(cfg, model, data):  # e.g. patch whitening of the first conv
+                say(line)
         if cfg.model.freeze_backbone:
             freeze_backbone(model)
+        freeze_whitened(model, cfg)
         runtime.place(model)
-        optimizer = build_optimizer(model, cfg.optim)
+        runtime = choose_cpu_amp(runtime, cfg, model, data.meta.input_size, say)  # amp auto, CPUs with bf16 only
+        optimizer = build_optimizer(model, cfg.optim, batch_size=cfg.data.batch_size)
         steps_per_epoch = _steps_per_epoch(cfg, data)
+        total = total_steps(cfg.schedule, steps_per_epoch)
         monitor, mode = task.monitor
         schedule = Schedule(optimizer, cfg.schedule, steps_per_epoch=steps_per_epoch, lr=cfg.optim.lr, mode=mode)
         scaler = torch.amp.GradScaler(runtime.device.type, enabled=runtime.amp_dtype == torch.float16)
@@ -85,7 +95,8 @@ def train(cfg: Config, *, resume: Resume | None = None, progress: Progress | Non
                                             else claim_run_dir(cfg, data.meta.dataset)))
         if resume is None:
             _check_fresh(run_dir)
-        run = Run(cfg, task, data.meta, model, optimizer, schedule, scaler, data.train, run_dir)
+        run = Run(cfg, task, data.meta, model, optimizer, schedule, scaler, data.train, run_dir,
+                  averager=_lookahead(model, cfg, total))
         state = TrainState(best={"metric": f"val_{monitor}", "mode": mode, "value": None})
         if resume is not None:
             state = restore(resume.checkpoint, run)
@@ -96,8 +107,8 @@ def train(cfg: Config, *, resume: Resume | None = None, progress: Progress | Non
         (run_dir / "config.yaml").write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
         log = RunLog(run_dir, state.history, tensorboard=cfg.runtime.tensorboard,
                      purge_step=state.step if resume is not None else None)
-        total = total_steps(cfg.schedule, steps_per_epoch)
-        report.describe_run(say, cfg, data.meta, model, run_dir, runtime.device, runtime.precision, steps_per_epoch)
+        report.describe_run(say, cfg, data.meta, model, run_dir, runtime.describe_device(), runtime.precision,
+                            steps_per_epoch)
         if resume is not None:
             say(report.resuming(resume.path, state.epoch, state.batch, state.step))
 
@@ -107,6 +118,7 @@ def train(cfg: Config, *, resume: Resume | None = None, progress: Progress | Non
             while state.epoch < cfg.schedule.epochs and state.step < total:
                 data.train.set_epoch(state.epoch)  # keeps a restored mid-epoch position
                 set_train_mode(model, cfg.model.freeze_backbone)
+                train_whitening_bias(model, cfg, state.epoch)
                 running = RunningMean(state.running)
                 started = time.perf_counter()
                 desc = f"epoch {state.epoch + 1}/{cfg.schedule.epochs}"
@@ -173,6 +185,14 @@ def train(cfg: Config, *, resume: Resume | None = None, progress: Progress | Non
 # ---------------------------------------------------------------------------- set-up helpers
 
 
+def _lookahead(model: nn.Module, cfg: Config, total: int) -> WeightAverage | None:
+    o = cfg.optim
+    if not o.lookahead_every:
+        return None
+    return WeightAverage(model, every=o.lookahead_every, base=o.lookahead_decay, power=o.lookahead_power,
+                         total_steps=total, lookahead=True)
+
+
 def _steps_per_epoch(cfg: Config, data: TaskData) -> int:
     steps = len(data.train)
     if steps == 0:
@@ -227,6 +247,8 @@ def _train_step(run: Run, state: TrainState, model: nn.Module, loss_fn: LossFn, 
     optimizer.zero_grad(set_to_none=True)
     run.schedule.step()
     state.step += 1
+    if run.averager is not None:
+        run.averager.after_step(run.model, state.step)
     return values
 
 
