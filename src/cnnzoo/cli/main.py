@@ -10,6 +10,7 @@ The commands that compute for long (train, eval) run with OpenMP's passive wait 
 the user chose one: under load, the default spin-waiting made 2 threads 3-5x slower than with
 OMP_WAIT_POLICY=PASSIVE (docs/cpu.md). OpenMP reads the variable once, when torch loads it, so
 the command starts itself again with it set (one more interpreter start, about a second).
+They also tell glibc's malloc to keep freed memory (`engine.runtime.keep_freed_memory`).
 """
 
 from __future__ import annotations
@@ -62,8 +63,12 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
-    if argv is None and args.command in PASSIVE_WAIT_COMMANDS and "OMP_WAIT_POLICY" not in os.environ:
-        restart_with_passive_wait(args.argv)
+    if argv is None and args.command in PASSIVE_WAIT_COMMANDS:  # the real command, not main([...]) in a test
+        if "OMP_WAIT_POLICY" not in os.environ:
+            restart_with_passive_wait(args.argv)
+        from ..engine.runtime import keep_freed_memory
+
+        keep_freed_memory()  # malloc keeps each step's activations for the next (see the function)
     try:
         with terminal_logging():
             return args.func(args) or 0

@@ -7,11 +7,14 @@ One policy for training and evaluation alike, so that the final test of a run an
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import dataclasses
 import functools
 import logging
 import os
+import platform
 import random
+import sys
 from dataclasses import dataclass
 from typing import Callable, ContextManager
 
@@ -37,6 +40,24 @@ def set_threads(threads: int | None) -> int:
     """Set torch's intra-op threads (None: `default_threads()`); returns the number now in use."""
     torch.set_num_threads(threads or default_threads())
     return torch.get_num_threads()
+
+
+M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4  # glibc's mallopt parameters (malloc.h)
+
+
+def keep_freed_memory(trim_bytes: int = 1 << 30) -> bool:
+    """Make glibc's malloc keep the memory a training step frees for the next step: no mmap for
+    large blocks (glibc maps every block >= 32 MB, the activations of a big batch, afresh on each
+    step and faults it in page by page) and no trimming of the heap below `trim_bytes`. Measured
+    on ResNet-20, batch 512 (docs/speedrun.md): 147,000 -> 0 page faults per step, 10% less CPU,
+    13% more resident memory. Returns False where the C library is not glibc (nothing done)."""
+    if not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc":
+        return False
+    try:
+        libc = ctypes.CDLL(None)
+        return bool(libc.mallopt(M_MMAP_MAX, 0)) and bool(libc.mallopt(M_TRIM_THRESHOLD, int(trim_bytes)))
+    except (OSError, AttributeError):
+        return False
 
 
 def cpu_bf16_hardware() -> str | None:
