@@ -66,13 +66,18 @@ def test_train_and_eval_restart_with_passive_openmp_wait(monkeypatch, tmp_path):
     started = []
     monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
     monkeypatch.setattr(cli_main.os, "execv", lambda exe, argv: started.append((argv, os.environ["OMP_WAIT_POLICY"])))
+    monkeypatch.setattr("cnnzoo.engine.runtime.keep_freed_memory", lambda: True)  # not in the test process
+    threads_wanted = cli_main._threads_wanted
+    monkeypatch.setattr(cli_main, "_threads_wanted", lambda args: 2)  # as on a 2-CPU machine
     monkeypatch.setattr(sys, "argv", ["cnnzoo", "train", "--print-config"])
     assert main() == 0  # execv was replaced, so the command goes on here
     assert started == [([sys.executable, "-m", "cnnzoo", "train", "--print-config"], "PASSIVE")]
-    started.clear()
-    monkeypatch.delenv("OMP_WAIT_POLICY")
-    monkeypatch.setattr(sys, "argv", ["cnnzoo", "list", "lenet*"])
-    assert main() == 0 and started == []  # quick commands start once
+    monkeypatch.setattr(cli_main, "_threads_wanted", threads_wanted)
+    for quick in (["list", "lenet*"], ["train", "--threads", "1", "--print-config"]):  # nothing spins: no restart
+        started.clear()
+        monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+        monkeypatch.setattr(sys, "argv", ["cnnzoo", *quick])
+        assert main() == 0 and started == []
 
 
 FAULTS_PROBE = """

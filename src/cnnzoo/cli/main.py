@@ -7,10 +7,13 @@ notes and warnings through `logging`; the CLI decides that they reach the termin
 as `note: ...` and `warning: ...` lines.
 
 The commands that compute for long (train, eval) run with OpenMP's passive wait policy unless
-the user chose one: under load, the default spin-waiting made 2 threads 3-5x slower than with
-OMP_WAIT_POLICY=PASSIVE (docs/cpu.md). OpenMP reads the variable once, when torch loads it, so
-the command starts itself again with it set (one more interpreter start, about a second).
-They also tell glibc's malloc to keep freed memory (`engine.runtime.keep_freed_memory`).
+the user chose one: under load, the default spin-waiting made 2 threads use 4x the CPU and run
+2-5x slower than with OMP_WAIT_POLICY=PASSIVE (docs/speedrun.md). OpenMP reads the variable once,
+when torch loads, before this module runs, so the command starts itself again with it set: one
+more start of Python, torch and cnnzoo (3-4 CPU-seconds measured on the loaded development
+machine). A run on one thread (`--threads 1`, or one CPU allowed) does not spin and is not
+restarted, and setting OMP_WAIT_POLICY to anything (ACTIVE included) opts out. Both commands
+also tell glibc's malloc to keep freed memory (`engine.runtime.keep_freed_memory`).
 """
 
 from __future__ import annotations
@@ -64,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     if argv is None and args.command in PASSIVE_WAIT_COMMANDS:  # the real command, not main([...]) in a test
-        if "OMP_WAIT_POLICY" not in os.environ:
+        if "OMP_WAIT_POLICY" not in os.environ and _threads_wanted(args) > 1:
             restart_with_passive_wait(args.argv)
         from ..engine.runtime import keep_freed_memory
 
@@ -80,6 +83,12 @@ def main(argv: list[str] | None = None) -> int:
 
 
 PASSIVE_WAIT_COMMANDS = ("train", "eval")
+
+
+def _threads_wanted(args: argparse.Namespace) -> int:
+    from ..engine.runtime import default_threads
+
+    return getattr(args, "threads", None) or default_threads()
 
 
 def restart_with_passive_wait(argv: list[str]) -> None:
