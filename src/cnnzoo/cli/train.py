@@ -38,7 +38,7 @@ FLAG_KEYS = {
     "label_smoothing": "regularization.label_smoothing", "drop_rate": "regularization.drop_rate",
     "drop_path_rate": "regularization.drop_path_rate", "mixup": "regularization.mixup_alpha",
     "cutmix": "regularization.cutmix_alpha", "cutout": "regularization.cutout",
-    "device": "runtime.device", "amp": "runtime.amp", "channels_last": "runtime.channels_last",
+    "device": "runtime.device", "threads": "runtime.threads", "amp": "runtime.amp", "channels_last": "runtime.channels_last",
     "compile": "runtime.compile", "seed": "runtime.seed", "out": "runtime.out",
     "save_every_steps": "runtime.save_every_steps", "skip_nonfinite": "runtime.skip_nonfinite",
     "progress": "runtime.progress", "report": "runtime.report", "trust_checkpoint": "runtime.trust_checkpoint",
@@ -101,7 +101,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     g.add_argument("--cutout", type=int, metavar="SIZE")
     g = p.add_argument_group("runtime")
     g.add_argument("--device", help="auto (default), cpu, cuda, cuda:N or mps")
-    g.add_argument("--amp", help="auto, off, bf16 or fp16")
+    g.add_argument("--threads", type=int, metavar="N",
+                   help="CPU threads for the arithmetic (default: the CPUs this process may use)")
+    g.add_argument("--amp", help="auto, off, bf16 or fp16 (auto: bf16 on GPUs that have it; on a CPU with bf16 "
+                                 "hardware a short cached probe picks the faster of fp32 and bf16; fp32 otherwise)")
     g.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None)
     g.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None, help="torch.compile the model")
     g.add_argument("--seed", type=int)
@@ -112,7 +115,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     g.add_argument("--report", action=argparse.BooleanOptionalAction, default=None,
                    help="draw plots and report.html into the run directory at the end (default on; needs "
                         "cnnzoo[viz])")
-    g.add_argument("--tta", help="test-time augmentation of the final test: none, hflip, tencrop, multiscale")
+    g.add_argument("--tta", help="test-time augmentation of the final test: none, hflip, tencrop, multiscale, "
+                                 "fliptranslate")
     g.add_argument("--trust-checkpoint", action="store_true", default=None,
                    help="allow pickled Python objects in --init-from/--resume files (trusted files only)")
     add_process_flags(p)
@@ -255,12 +259,15 @@ def _follow(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace, main: bool = True) -> int:
     from ..engine.distributed import ProcessGroupError
     from ..engine.resume import RunFailure
+    from ..engine.runtime import set_threads
     from ..engine.trainer import train
 
     cfg, resume = build_config(args)
     if args.print_config:
         print(yaml.safe_dump(config_to_dict(cfg), sort_keys=False), end="")
         return 0
+    if cfg.runtime.threads is None:
+        set_threads(None)  # the command's default: every CPU this process may run on
     try:
         result = train(cfg, resume=resume)
     except RunFailure as err:  # a failure at run time, not bad input

@@ -3,7 +3,11 @@
 Every operation draws its random parameters for the whole batch at once and applies them
 with tensor indexing or broadcasting, so there is no per-image Python loop:
 - random crop with zero padding + horizontal flip: two gathers on the uint8 batch (the
-  torchvision `RandomCrop(padding=p)` + `RandomHorizontalFlip` pair, fused);
+  torchvision `RandomCrop(padding=p)` + `RandomHorizontalFlip` pair, fused); with reflect padding
+  (airbench's translation) the gathers read reflected indices and nothing is padded;
+- alternating flip (Jordan 2024, arXiv 2404.00498): each image gets a fixed random flip in the
+  first epoch and the opposite one in the next, so every image is seen both ways in any two
+  consecutive epochs instead of by chance; a pure function of (seed, image index, epoch);
 - random-resized crop (Szegedy et al. 2015, torchvision's sampling: scale 0.08-1, ratio 3/4-4/3,
   10 tries then a centre crop) with the flip folded in: one `grid_sample` with per-image boxes
   (bilinear, not antialiased);
@@ -67,18 +71,44 @@ def _ramps(size: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]
     return _ARANGE[key]
 
 
-def crop_flip(images: torch.Tensor, padding: int, hflip: bool, gen: torch.Generator) -> torch.Tensor:
-    """Random crop of the zero-padded batch back to its size, and flip: a row gather, then a column gather."""
+def crop_flip(images: torch.Tensor, padding: int, hflip: bool, gen: torch.Generator, *, pad_mode: str = "zeros",
+              flips: torch.Tensor | None = None) -> torch.Tensor:
+    """Random crop of the padded batch back to its size, and flip: a row gather, then a column gather.
+
+    pad_mode "zeros" pads with zeros; "reflect" mirrors the border (without repeating the edge
+    pixel, as torch's reflect padding) by gathering reflected indices of the unpadded batch.
+    `flips` (bool [N]) chooses the flipped images instead of a coin per image.
+    """
     n, c, h, w = images.shape
     dev = images.device
     r = _rand(gen, 3, n).to(dev)
     off = (r[:2] * (2 * padding + 1)).long()  # (y, x) offsets into the padded image
-    padded = F.pad(images, (padding,) * 4) if padding else images
-    rows = off[0, :, None] + _ramps(h, dev)[0]
     fwd, rev = _ramps(w, dev)
-    cols = (torch.where(r[2, :, None] < 0.5, rev, fwd) if hflip else fwd) + off[1, :, None]
-    picked = torch.gather(padded, 2, rows.view(n, 1, h, 1).expand(n, c, h, padded.shape[-1]))
+    flipped = flips.to(dev)[:, None] if flips is not None else r[2, :, None] < 0.5
+    cols = (torch.where(flipped, rev, fwd) if hflip else fwd) + off[1, :, None]
+    rows = off[0, :, None] + _ramps(h, dev)[0]
+    if pad_mode == "reflect":
+        source, rows, cols = images, _reflect(rows - padding, h), _reflect(cols - padding, w)
+    else:
+        source = F.pad(images, (padding,) * 4) if padding else images
+    picked = torch.gather(source, 2, rows.view(n, 1, h, 1).expand(n, c, h, source.shape[-1]))
     return torch.gather(picked, 3, cols.view(n, 1, 1, w).expand(n, c, h, w))
+
+
+def _reflect(index: torch.Tensor, size: int) -> torch.Tensor:
+    """Indices outside 0..size-1 mirrored back in (-1 -> 1, size -> size - 2), for shifts below size."""
+    index = index.abs()
+    return torch.where(index >= size, 2 * (size - 1) - index, index)
+
+
+def alternating_flips(index: torch.Tensor, epoch: int, seed: int) -> torch.Tensor:
+    """bool [N]: whether each image (by its index in the split) is flipped in `epoch`. Epoch 0 flips a
+    seeded random half; every later epoch flips exactly the images the epoch before did not."""
+    x = index.long() * 0x9E3779B1 + (int(seed) & 0xFFFFFFFF) * 0x85EBCA77  # int64 arithmetic wraps
+    x = x ^ (x >> 15)
+    x = x * 0x2C1B3C6D
+    x = x ^ (x >> 12)
+    return ((x >> 7) & 1).bool() ^ bool(epoch % 2)
 
 
 def _rrc_boxes(n: int, h: int, w: int, scale: Sequence[float], ratio: Sequence[float], gen: torch.Generator,
@@ -153,7 +183,7 @@ class BatchAugment:
                  cutout: int = 0, random_resized_crop: tuple[int, int] | None = None, mixup_alpha: float = 0.0,
                  cutmix_alpha: float = 0.0, num_classes: int | None = None, label_smoothing_free: bool = True,
                  rrc_scale: tuple[float, float] = (0.08, 1.0), rrc_ratio: tuple[float, float] = (3 / 4, 4 / 3),
-                 switch_prob: float = 0.5):
+                 switch_prob: float = 0.5, pad_mode: str = "zeros", flip: str = "random", flip_seed: int = 0):
         if random_resized_crop and crop_padding:
             raise ValueError("choose either random_resized_crop or crop_padding, not both")
         if (mixup_alpha > 0 or cutmix_alpha > 0) and not num_classes:
@@ -166,6 +196,10 @@ class BatchAugment:
         self.rrc_scale, self.rrc_ratio = rrc_scale, rrc_ratio
         self.mixup_alpha, self.cutmix_alpha, self.switch_prob = float(mixup_alpha), float(cutmix_alpha), switch_prob
         self.num_classes = num_classes
+        if pad_mode not in ("zeros", "reflect") or flip not in ("random", "alternate"):
+            raise ValueError(f"pad_mode must be zeros or reflect and flip random or alternate, got {pad_mode!r}, "
+                             f"{flip!r}")
+        self.pad_mode, self.flip, self.flip_seed = pad_mode, flip, int(flip_seed)
 
     @property
     def mixes(self) -> bool:
@@ -173,15 +207,20 @@ class BatchAugment:
 
     def __repr__(self) -> str:
         opts = dict(crop_padding=self.crop_padding, hflip=self.hflip, cutout=self.cutout, random_resized_crop=self.rrc,
-                    mixup_alpha=self.mixup_alpha, cutmix_alpha=self.cutmix_alpha)
+                    mixup_alpha=self.mixup_alpha, cutmix_alpha=self.cutmix_alpha,
+                    pad_mode=self.pad_mode if self.pad_mode != "zeros" else None,
+                    flip=self.flip if self.flip != "random" else None)
         return f"BatchAugment({', '.join(f'{k}={v}' for k, v in opts.items() if v)})"
 
-    def geometric(self, images: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    def geometric(self, images: torch.Tensor, gen: torch.Generator, index: torch.Tensor | None = None,
+                  epoch: int = 0) -> torch.Tensor:
         if self.rrc:
             return random_resized_crop(images, self.rrc, gen, hflip=self.hflip, scale=self.rrc_scale,
                                        ratio=self.rrc_ratio)
         if self.crop_padding or self.hflip:
-            return crop_flip(images, self.crop_padding, self.hflip, gen)
+            flips = (alternating_flips(index, epoch, self.flip_seed)
+                     if self.hflip and self.flip == "alternate" and index is not None else None)
+            return crop_flip(images, self.crop_padding, self.hflip, gen, pad_mode=self.pad_mode, flips=flips)
         return images
 
     def mix(self, x: torch.Tensor, labels: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
@@ -199,9 +238,12 @@ class BatchAugment:
         onehot = F.one_hot(labels, self.num_classes).float()
         return x, onehot * lam + onehot[perm] * (1 - lam)
 
-    def transform(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        """The per-image part (crops, flip, normalisation, cutout): any number of images at once."""
-        x = normalize(self.geometric(images, generator), self.mean, self.std)
+    def transform(self, images: torch.Tensor, generator: torch.Generator, *, index: torch.Tensor | None = None,
+                  epoch: int = 0) -> torch.Tensor:
+        """The per-image part (crops, flip, normalisation, cutout): any number of images at once.
+        `index` (the images' positions in their split) and `epoch` drive alternating flips; without
+        them the flips are random."""
+        x = normalize(self.geometric(images, generator, index, epoch), self.mean, self.std)
         return cutout(x, self.cutout, generator) if self.cutout else x
 
     def __call__(self, images: torch.Tensor, labels: torch.Tensor,

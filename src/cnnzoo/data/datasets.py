@@ -10,7 +10,9 @@ resizing and statistics happen after the cache, so changing the seed or split re
 from __future__ import annotations
 
 import difflib
+import logging
 import math
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +26,7 @@ from .digits import read_digits
 from .folder import is_archive, read_folder
 from .transforms import center_crop, resize_uint8
 
+log = logging.getLogger(__name__)
 NAMES = ("digits", "mnist", "fashion-mnist", "cifar10", "cifar100")
 ALIASES = {"sklearn-digits": "digits", "fashion_mnist": "fashion-mnist", "fashionmnist": "fashion-mnist",
            "fmnist": "fashion-mnist", "cifar-10": "cifar10", "cifar_10": "cifar10", "cifar-100": "cifar100",
@@ -180,7 +183,11 @@ def decoded(source: Source, decode_size: int | None, cache_dir, num_workers: int
     if payload is not None:
         return payload, fingerprint, True
     payload = _read(source, decode_size, num_workers)
+    started = time.perf_counter()
     save_cache(file, payload)
+    if file.exists():
+        log.info("cached the decoded images in %s (%.1fs); later runs read them from there", file,
+                 time.perf_counter() - started)
     return payload, fingerprint, False
 
 

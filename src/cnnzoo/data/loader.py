@@ -156,12 +156,13 @@ class DeviceLoader:
         rank = (self.rank, self.world_size) if self.world_size > 1 else ()
         return self._gen.manual_seed(derive_seed(self.seed, self.epoch, *parts, *rank))
 
-    def _prepare(self, images: torch.Tensor, chunk: int) -> torch.Tensor:
-        """Normalised (and, with an augment, transformed) float images of one chunk of uint8 images."""
+    def _prepare(self, images: torch.Tensor, chunk: int, index: torch.Tensor | None = None) -> torch.Tensor:
+        """Normalised (and, with an augment, transformed) float images of one chunk of uint8 images;
+        `index`, their positions in the split, drives alternating flips (None: random flips)."""
         if self.augment is None:
             x = normalize(images, self.mean, self.std)
         elif isinstance(self.augment, BatchAugment):
-            x = self.augment.transform(images, self._seeded(chunk, 2))
+            x = self.augment.transform(images, self._seeded(chunk, 2), index=index, epoch=self.epoch)
         else:
             return images  # a plain callable augments whole batches in _finish
         fmt = torch.channels_last if self.channels_last else torch.contiguous_format
@@ -184,7 +185,7 @@ class DeviceLoader:
             chunk = self.position // k
             first, last = chunk * k, min(chunk * k + k, total)
             index = order[first * bs:last * bs]
-            x = self._prepare(self.images[index], chunk)
+            x = self._prepare(self.images[index], chunk, index)
             for step in range(self.position, last):
                 lo, hi = (step - first) * bs, (step - first + 1) * bs
                 batch = self._finish(x[lo:hi], self.labels[index[lo:hi]], step)

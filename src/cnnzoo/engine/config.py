@@ -48,6 +48,11 @@ class ModelConfig:
     freeze_backbone: bool = False  # train only the classifier; backbone BN statistics stay fixed
     # init_from: start even when tensors besides the classifier are left random (listed); else refused
     allow_partial: bool = resumable(False)
+    # patch whitening of the first convolution (airbench, arXiv 2404.00498): its filters are set
+    # from the patches of this many training images and then frozen; 0 = off
+    whiten_images: int = 0
+    whiten_eps: float = 5e-4  # added to the eigenvalues before the 1/sqrt scaling
+    whiten_bias_epochs: float | None = None  # the whitened conv's bias trains this many epochs (None: always)
 
 
 @dataclass
@@ -75,7 +80,9 @@ class DataConfig:
 
 @dataclass
 class OptimConfig:
-    name: Literal["sgd", "adamw", "rmsprop", "rmsprop_tf"] = "sgd"
+    # sgd_scaled: Nesterov SGD with lr and weight_decay per 1024 examples, converted to the batch
+    # and the momentum, weight decay decoupled from lr (airbench's units; see engine/optim.py)
+    name: Literal["sgd", "adamw", "rmsprop", "rmsprop_tf", "sgd_scaled"] = "sgd"
     lr: float = 0.1
     momentum: float = 0.9  # SGD and RMSprop
     nesterov: bool = False
@@ -86,11 +93,19 @@ class OptimConfig:
     eps: float | None = None  # None: the optimiser's default (Inception v3's RMSprop: 1.0)
     grad_clip: float = 0.0  # max global gradient norm, 0 = off
     grad_accum: int = 1  # micro-batches per optimiser step: each (per-process) batch is split this many ways
+    norm_lr_scale: float = 1.0  # normalisation-layer parameters: lr x this, weight decay / this (airbench: 64)
+    # lookahead: every N steps the weights move to an average w_avg <- d w_avg + (1 - d) w with
+    # d = lookahead_decay * (step / total) ** lookahead_power (airbench: 5, 0.95^5, 3); 0 = off
+    lookahead_every: int = 0
+    lookahead_decay: float = 0.7737809375
+    lookahead_power: float = 3.0
 
 
 @dataclass
 class ScheduleConfig:
-    name: Literal["constant", "step", "multistep", "cosine", "sgdr", "htd", "onecycle", "plateau"] = "cosine"
+    # triangle: linear from lr/div_factor up to lr over pct_start of the steps, then down to min_lr
+    name: Literal["constant", "step", "multistep", "cosine", "sgdr", "htd", "onecycle", "plateau",
+                  "triangle"] = "cosine"
     epochs: int = resumable(20)
     max_steps: int | None = resumable(None)  # stop after this many optimiser steps (the ResNet paper's 64k)
     unit: Literal["epoch", "step"] = "epoch"  # unit of step_size, milestones, t0 and warmup
@@ -122,6 +137,8 @@ class RegularizationConfig:
     hflip: bool | None = None
     random_resized_crop: bool | None = None  # Inception-style crop to the input size
     cutout: int = 0  # side of the square cut out of each image, 0 = off
+    pad_mode: Literal["zeros", "reflect"] = "zeros"  # the padding of the random crop (reflect: airbench)
+    flip: Literal["random", "alternate"] = "random"  # alternate: each image's flip alternates by epoch
     mixup_alpha: float = 0.0
     cutmix_alpha: float = 0.0
 
@@ -129,6 +146,7 @@ class RegularizationConfig:
 @dataclass
 class RuntimeConfig:
     device: str = resumable("auto")  # auto, cpu, cuda, cuda:N, mps
+    threads: int | None = resumable(None)  # intra-op CPU threads (None: as set; the CLI: the CPUs it may use)
     amp: Literal["auto", "off", "bf16", "fp16"] = resumable("auto")  # auto: bf16 (or fp16) on CUDA, off on CPU
     channels_last: bool | None = resumable(None)  # None: on for CUDA and the CPU (measured faster there), off for MPS
     compile: bool = resumable(False)
@@ -148,7 +166,7 @@ class RuntimeConfig:
 
 @dataclass
 class EvalConfig:
-    tta: Literal["none", "hflip", "tencrop", "multiscale"] = resumable("none")  # for the final test
+    tta: Literal["none", "hflip", "tencrop", "multiscale", "fliptranslate"] = resumable("none")  # for the final test
     crop_size: int | None = resumable(None)  # tencrop: None = 7/8 of the image side
     scales: list[float] = resumable(default_factory=lambda: [0.875, 1.0, 1.125])  # multiscale
 
@@ -318,6 +336,18 @@ def validate(cfg: Config) -> Config:
            f"data.batch_size={d.batch_size} does not split into {o.grad_accum} equal micro-batches")
     _check(d.memory_budget_gb > 0, "data.memory_budget_gb", "must be > 0")
     _check(rt.dist_timeout > 0, "runtime.dist_timeout", "must be > 0 seconds")
+    _check(o.name != "sgd_scaled" or o.momentum > 0, "optim.momentum", "sgd_scaled is Nesterov SGD: needs momentum > 0")
+    _check(o.norm_lr_scale > 0, "optim.norm_lr_scale", "must be > 0")
+    _check(o.lookahead_every >= 0, "optim.lookahead_every", "must be >= 0 (0 turns lookahead off)")
+    _check(0 <= o.lookahead_decay <= 1, "optim.lookahead_decay", "must be in [0, 1]")
+    _check(o.lookahead_power >= 0, "optim.lookahead_power", "must be >= 0")
+    m0 = cfg.model
+    _check(m0.whiten_images >= 0, "model.whiten_images", "must be >= 0 (0 turns whitening off)")
+    _check(not m0.whiten_images or classification, "model.whiten_images",
+           f"patch whitening is implemented for classification; task is {cfg.task!r}")
+    _check(m0.whiten_eps > 0, "model.whiten_eps", "must be > 0")
+    _check(m0.whiten_bias_epochs is None or m0.whiten_bias_epochs >= 0, "model.whiten_bias_epochs", "must be >= 0")
+    _check(rt.threads is None or rt.threads >= 1, "runtime.threads", "must be at least 1")
     _check(s.epochs >= 1, "schedule.epochs", "must be at least 1")
     _check(s.max_steps is None or s.max_steps >= 1, "schedule.max_steps", "must be at least 1")
     _check(s.step_size > 0, "schedule.step_size", "must be > 0")

@@ -21,6 +21,8 @@ from typing import Any, Callable, Iterable, Iterator, TextIO
 
 from tqdm import tqdm
 
+from ..data.progress import LogSink, Sink, progress_line
+
 # The fields a bar shows, most important first: a narrow terminal trims from the right.
 BAR_FORMAT = "{desc} {percentage:3.0f}%|{bar}| {info}"
 
@@ -65,6 +67,15 @@ class Progress:
     def start_run(self, total_steps: int, done_steps: int = 0) -> None:
         """Count the steps of the training loops from here on, for the whole run's ETA."""
         self.run_clock = RunClock(total_steps, done_steps)
+
+    def data_sink(self) -> Sink:
+        """Where the data layer's progress (decoding a dataset) goes: a bar on a terminal, a line
+        every few seconds and one at the end off it (cnnzoo.data.progress), nothing when off."""
+        if self.mode == "bar":
+            return _BarSink(self)
+        if self.mode == "log":
+            return LogSink(self.note)
+        return lambda *args: None
 
     def loop(self, total: int, desc: str, *, initial: int = 0) -> "Tracker":
         """A training loop: its steps count towards the run's ETA."""
@@ -173,6 +184,23 @@ class _InfoBar(tqdm):
     @property
     def format_dict(self) -> dict:
         return {**super().format_dict, "info": self.info}
+
+
+class _BarSink:
+    """A tqdm bar of images decoded (total known for folders, open-ended for archives) that
+    leaves one summary line when the work is done."""
+
+    def __init__(self, progress: Progress):
+        self.progress, self.bar, self.start = progress, None, time.perf_counter()
+
+    def __call__(self, what: str, done: int, total: int | None, finished: bool) -> None:
+        if self.bar is None:
+            self.bar = tqdm(total=total, desc=what, unit="img", unit_scale=True, leave=False, dynamic_ncols=True,
+                            file=self.progress.stream)
+        self.bar.update(done - self.bar.n)
+        if finished:
+            self.bar.close()
+            self.progress.note(progress_line(what, done, total, time.perf_counter() - self.start, True))
 
 
 def format_metric(name: str, value: float) -> str:

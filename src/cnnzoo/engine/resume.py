@@ -72,6 +72,7 @@ class Run:
     loader: Any  # the training loader (its position is part of the checkpoint)
     run_dir: Path
     dist: Any = None  # cnnzoo.engine.distributed.Distributed of a run of several processes (rank 0 writes)
+    averager: Any = None  # a WeightAverage (lookahead) whose average is part of the checkpoint
 
 
 @dataclass
@@ -108,6 +109,7 @@ def checkpoint_dict(run: Run, state: TrainState, ranks_rng: list | None = None) 
         "step": state.step,
         "state": dataclasses.asdict(state),
         **extra,
+        **({"weight_average": run.averager.state_dict()} if run.averager is not None else {}),
     }
 
 
@@ -133,6 +135,8 @@ def restore(ckpt: dict, run: Run) -> TrainState:
              ("optimizer state", lambda: _restore_optimizer(run.optimizer, ckpt["optimizer"])),
              ("schedule state", lambda: run.schedule.load_state_dict(ckpt["scheduler"])),
              ("grad scaler state", lambda: run.scaler.load_state_dict(ckpt["scaler"])),
+             ("weight average", lambda: run.averager is None or "weight_average" not in ckpt
+              or run.averager.load_state_dict(ckpt["weight_average"])),
              ("data position", lambda: _restore_loader(run.loader, ckpt["loader"], state)),
              ("random generator states", lambda: restore_rng_state(ckpt["rng"])),
              ("per-process random generator states", lambda: run.dist is None or run.dist.restore_rng(ckpt)))

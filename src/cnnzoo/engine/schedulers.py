@@ -11,6 +11,8 @@ multiplies the base learning rate lr0; T is the total number of steps:
 - cosine:     m + (1 - m) (1 + cos(pi t / T)) / 2,  m = min_lr / lr0   (Loshchilov & Hutter 2017)
 - sgdr:       the cosine restarted after t0 steps, then t0 * t_mult, ...   (SGDR, arXiv 1608.03983)
 - htd:        (1 - tanh(L + (U - L) t / T)) / 2, L = -6, U = 3  (Hsueh et al. 2019, arXiv 1806.01593)
+- triangle:   linear from 1/div_factor to 1 over the first W = floor(pct_start T) steps, then linear
+              to m at T (airbench, Jordan 2024, arXiv 2404.00498: 0.2 -> 1 over 23%, then -> 0.07)
 - warm-up:    the factor times min(1, (t + 1) / W) for the first W steps, in front of any of them
 
 `onecycle` is torch's OneCycleLR (Smith & Topin 2017), and `plateau` torch's ReduceLROnPlateau
@@ -86,7 +88,18 @@ def _htd(cfg: ScheduleConfig, unit: float, T: int, m: float) -> Callable[[int], 
     return lambda t: (1 - math.tanh(lo + (hi - lo) * min(t, T) / T)) / 2
 
 
-_BASE = dict(constant=_constant, step=_step, multistep=_multistep, cosine=_cosine, sgdr=_sgdr, htd=_htd)
+def _triangle(cfg: ScheduleConfig, unit: float, T: int, m: float) -> Callable[[int], float]:
+    start, peak = 1.0 / cfg.div_factor, max(1, math.floor(cfg.pct_start * T))
+
+    def factor(t: int) -> float:
+        if t < peak:
+            return start + (1 - start) * t / peak
+        return 1 + (m - 1) * min(t - peak, T - peak) / max(T - peak, 1)
+
+    return factor
+
+
+_BASE = dict(triangle=_triangle, constant=_constant, step=_step, multistep=_multistep, cosine=_cosine, sgdr=_sgdr, htd=_htd)
 
 
 class Schedule:

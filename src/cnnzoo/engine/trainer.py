@@ -29,9 +29,12 @@ from torch import nn
 
 from ..data.datasets import absolute_spec, missing_path
 from .._text import count
+from ..data import progress as data_progress
 from ..errors import CnnzooError
 from ..weights import resolve as resolve_weights
 from . import report
+from .amp_probe import choose_cpu_amp
+from .averaging import WeightAverage
 from .checkpoint import CheckpointError
 from .config import Config, ConfigError, config_to_dict, validate
 from .distributed import Distributed, micro_batches, no_sync
@@ -47,6 +50,7 @@ from .schedulers import Schedule, total_steps
 from .signals import StopRequest
 from .task import LossFn, TaskData, get_task
 from .weights_init import load_start_weights
+from .whiten import freeze_whitened, train_whitening_bias
 
 
 @dataclass
@@ -81,7 +85,7 @@ def train(cfg: Config, *, resume: Resume | None = None, progress: Progress | Non
 
         # ---- data, model, optimiser, schedule
         seed_everything(cfg.runtime.seed)
-        with dist.main_first():
+        with dist.main_first(), data_progress.reporting(progress.data_sink()):  # decoding shows progress
             data = task.build_data(runtime.stamp(cfg), runtime.device)
         dist.shard_data(data, task, cfg, data.meta)
         task.check_config(cfg, data.meta)
@@ -94,16 +98,22 @@ def train(cfg: Config, *, resume: Resume | None = None, progress: Progress | Non
         if resume is None:  # model.pretrained / model.init_from; a resumed run has its own weights
             for line in load_start_weights(model, cfg, data.meta):
                 say(line)
+            for line in task.init_from_data(cfg, model, data):  # e.g. patch whitening of the first conv
+                say(line)
         if cfg.model.freeze_backbone:
             freeze_backbone(model)
+        freeze_whitened(model, cfg)
         dist.prepare(model, cfg)
         runtime.place(model)
-        optimizer = build_optimizer(model, cfg.optim)
+        runtime = choose_cpu_amp(runtime, cfg, model, data.meta.input_size, say)  # amp auto, CPUs with bf16 only
+        optimizer = build_optimizer(model, cfg.optim, batch_size=cfg.data.batch_size)
         steps_per_epoch = _steps_per_epoch(cfg, data)
+        total = total_steps(cfg.schedule, steps_per_epoch)
         monitor, mode = task.monitor
         schedule = Schedule(optimizer, cfg.schedule, steps_per_epoch=steps_per_epoch, lr=cfg.optim.lr, mode=mode)
         scaler = torch.amp.GradScaler(runtime.device.type, enabled=runtime.amp_dtype == torch.float16)
-        run = Run(cfg, task, data.meta, model, optimizer, schedule, scaler, data.train, run_dir, dist)
+        run = Run(cfg, task, data.meta, model, optimizer, schedule, scaler, data.train, run_dir, dist,
+                  averager=_lookahead(model, cfg, total))
         state = TrainState(best={"metric": f"val_{monitor}", "mode": mode, "value": None})
         if resume is not None:
             state = restore(resume.checkpoint, run)
@@ -116,9 +126,8 @@ def train(cfg: Config, *, resume: Resume | None = None, progress: Progress | Non
             (run_dir / "config.yaml").write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
         log = RunLog(run_dir, state.history, tensorboard=cfg.runtime.tensorboard,
                      purge_step=state.step if resume is not None else None, write=dist.is_main)
-        total = total_steps(cfg.schedule, steps_per_epoch)
         epochs = report.planned_epochs(cfg.schedule, steps_per_epoch)  # fewer than schedule.epochs with max_steps
-        report.describe_run(say, cfg, data.meta, model, runtime.device, runtime.precision, steps_per_epoch)
+        report.describe_run(say, cfg, data.meta, model, runtime.describe_device(), runtime.precision, steps_per_epoch)
         if dist.enabled:
             say(dist.describe(cfg))
         if resume is not None:
@@ -131,6 +140,7 @@ def train(cfg: Config, *, resume: Resume | None = None, progress: Progress | Non
             while state.epoch < cfg.schedule.epochs and state.step < total:
                 data.train.set_epoch(state.epoch)  # keeps a restored mid-epoch position
                 set_train_mode(model, cfg.model.freeze_backbone)
+                train_whitening_bias(model, cfg, state.epoch)
                 running = RunningMean(state.running)
                 started = time.perf_counter()
                 desc = f"epoch {state.epoch + 1}/{epochs}"
@@ -215,6 +225,14 @@ def check_data_present(cfg: Config, resume: Resume) -> None:
     if gone is not None and cfg.data.dataset == stored:
         raise ResumeError(f"cannot resume {resume.path}: its dataset {stored} is not there any more; if it moved, "
                           "resume with --data NEWPATH (accepted when its fingerprint is the run's)")
+
+
+def _lookahead(model: nn.Module, cfg: Config, total: int) -> WeightAverage | None:
+    o = cfg.optim
+    if not o.lookahead_every:
+        return None
+    return WeightAverage(model, every=o.lookahead_every, base=o.lookahead_decay, power=o.lookahead_power,
+                         total_steps=total, lookahead=True)
 
 
 def _steps_per_epoch(cfg: Config, data: TaskData) -> int:
@@ -317,6 +335,8 @@ def _train_step(run: Run, state: TrainState, model: nn.Module, loss_fn: LossFn, 
     optimizer.zero_grad(set_to_none=True)
     run.schedule.step()
     state.step += 1
+    if run.averager is not None:
+        run.averager.after_step(run.model, state.step)
     return values
 
 

@@ -22,11 +22,12 @@ from torch import nn
 from ..data import BatchAugment, DatasetBundle, DeviceLoader, ImageSplit, augment_policy, load_dataset
 from ..data.datasets import absolute_spec, dataset_fingerprint
 from ..data.stream import FileSplit, loader_for, open_stream, should_stream
-from ..data.transforms import center_crop, resize_uint8
+from ..data.transforms import center_crop, normalize, resize_uint8
 from ..engine.config import Config, ConfigError, check_crop
 from ..engine.metrics import confusion_matrix, topk_correct, write_confusion_csv
 from ..engine.task import DataMeta, LossFn, Task, TaskData, register_task
 from ..engine.tta import tta_logits
+from ..engine.whiten import whiten_first_conv
 from ..engine.weights_init import publisher_options, start_normalization
 from ..errors import DataError, UnknownOptionError
 from ..models.base import AuxLogits
@@ -57,7 +58,8 @@ class ClassificationTask(Task):
         policy = augment_policy(bundle, crop_padding=r.crop_padding, hflip=r.hflip,
                                 random_resized_crop=r.random_resized_crop)
         augment = BatchAugment(mean=bundle.mean, std=bundle.std, **policy, cutout=r.cutout,
-                               mixup_alpha=r.mixup_alpha, cutmix_alpha=r.cutmix_alpha, num_classes=len(bundle.classes))
+                               mixup_alpha=r.mixup_alpha, cutmix_alpha=r.cutmix_alpha, num_classes=len(bundle.classes),
+                               pad_mode=r.pad_mode, flip=r.flip, flip_seed=cfg.runtime.seed)
         train = loader_for(bundle.train, d.batch_size, shuffle=True, augment=augment, drop_last=d.drop_last,
                            seed=cfg.runtime.seed, device=device, mean=bundle.mean, std=bundle.std,
                            channels_last=bool(cfg.runtime.channels_last), num_workers=d.num_workers,
@@ -83,6 +85,16 @@ class ClassificationTask(Task):
         model = build_classifier(cfg, meta)
         check_input_size(model, cfg.model.name, meta.input_size)
         return model
+
+    def init_from_data(self, cfg: Config, model: nn.Module, data: TaskData) -> list[str]:
+        """Patch-whiten the first convolution from a seeded sample of the training images."""
+        n = cfg.model.whiten_images
+        if not n:
+            return []
+        loader = data.train
+        pick = torch.randperm(loader.num_samples, generator=torch.Generator().manual_seed(cfg.runtime.seed))[:n]
+        images = normalize(loader.images[pick.to(loader.images.device)], loader.mean, loader.std)
+        return [whiten_first_conv(model, images, cfg.model.whiten_eps)]
 
     def check_config(self, cfg: Config, meta: DataMeta) -> None:
         if cfg.eval.tta == "tencrop":
