@@ -19,7 +19,13 @@ from cnnzoo.cli.train import build_config, register
 from cnnzoo.data import BatchAugment, load_dataset
 from cnnzoo.data.augment import pca_lighting, scale_boxes, scale_crop_flip
 from cnnzoo.data.pca import cached_rgb_pca, rgb_covariance, rgb_pca
-from cnnzoo.engine.config import ConfigError, ScheduleConfig, find_recipe, load_recipe, shipped_recipes
+from cnnzoo.engine.config import (
+    ConfigError,
+    ScheduleConfig,
+    find_recipe,
+    load_recipe,
+    shipped_recipes,
+)
 from cnnzoo.engine.schedulers import lr_curve, lr_factor_fn
 from cnnzoo.engine.tta import crop144_views, dense_logits, tta_logits, whole_image_sizes
 from cnnzoo.layers.head import FCHead

@@ -320,5 +320,5 @@ def scale_policy(bundle: Any, scales: Sequence[int], *, crop_padding: int | None
     if stored < hi:
         raise ConfigError(f"regularization.scale_jitter: training images are stored at {stored}px, below "
                           f"S_max={hi}; load them with train_size={hi}")
-    return dict(crop_padding=0, hflip=bundle.name not in HANDWRITING if hflip is None else hflip,
-                random_resized_crop=None, scale_jitter=(lo, hi), crop_size=crop)
+    return {"crop_padding": 0, "hflip": bundle.name not in HANDWRITING if hflip is None else hflip,
+            "random_resized_crop": None, "scale_jitter": (lo, hi), "crop_size": crop}

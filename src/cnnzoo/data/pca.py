@@ -54,7 +54,7 @@ def cached_rgb_pca(images: torch.Tensor, *, fingerprint: str, options: dict[str,
     if payload is not None and {"eigvals", "eigvecs"} <= set(payload):
         return payload["eigvals"].clone(), payload["eigvecs"].clone()
     eigvals, eigvecs = rgb_pca(images)
-    log.info("RGB principal components of %d training images: eigenvalues %s (cached in %s)", images.shape[0],
+    log.info("colour principal components of %d training images: eigenvalues %s (cached in %s)", images.shape[0],
              ", ".join(f"{v:.4g}" for v in eigvals.tolist()), path)
     save_cache(path, {"eigvals": eigvals, "eigvecs": eigvecs})
     return eigvals, eigvecs

@@ -53,7 +53,7 @@ class ClassificationTask(Task):
         if stats is not None:  # fine-tuning: normalise as the weights were trained (data.normalize)
             bundle = dataclasses.replace(bundle, mean=stats[0], std=stats[1])
             normalized_by = stats[2]
-        chosen = dict(crop_padding=r.crop_padding, hflip=r.hflip, random_resized_crop=r.random_resized_crop)
+        chosen = {"crop_padding": r.crop_padding, "hflip": r.hflip, "random_resized_crop": r.random_resized_crop}
         policy = scale_policy(bundle, r.scale_jitter, **chosen) if r.scale_jitter else augment_policy(bundle, **chosen)
         augment = BatchAugment(mean=bundle.mean, std=bundle.std, **policy, cutout=r.cutout,
                                mixup_alpha=r.mixup_alpha, cutmix_alpha=r.cutmix_alpha, num_classes=len(bundle.classes),
@@ -320,8 +320,8 @@ def usual_val(bundle: DatasetBundle) -> DatasetBundle:
 def colour_pca(bundle: DatasetBundle, cfg: Config) -> tuple[torch.Tensor, torch.Tensor]:
     """(eigenvalues, eigenvectors) of the training split's RGB covariance, cached beside the dataset."""
     d, r = cfg.data, cfg.regularization
-    options = dict(dataset=bundle.name, val_fraction=d.val_fraction, split_seed=d.split_seed, image_size=d.image_size,
-                   train_size=max(r.scale_jitter) if r.scale_jitter else None)
+    options = {"dataset": bundle.name, "val_fraction": d.val_fraction, "split_seed": d.split_seed,
+               "image_size": d.image_size, "train_size": max(r.scale_jitter) if r.scale_jitter else None}
     return cached_rgb_pca(bundle.train.images, fingerprint=bundle.fingerprint, options=options, cache_dir=d.cache_dir)
 
 
