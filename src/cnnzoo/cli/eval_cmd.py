@@ -33,9 +33,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="which images: the checkpoint's own data is split as its run split it; other data is taken "
                         "as it is (its test/ folder, val/ folder, or all of it). Default: the test split where there "
                         "is one, otherwise (data other than the run's, e.g. a folder of class folders) everything")
-    p.add_argument("--tta", choices=TTA_MODES, help="test-time augmentation (default: the run's eval.tta)")
+    p.add_argument("--tta", choices=TTA_MODES, help="test-time augmentation (default: the run's eval.tta); dense, "
+                                                    "crop144 and dense_multicrop are the papers' whole-image tests")
     p.add_argument("--crop-size", type=int, help="10-crop side in pixels (default 7/8 of the image side)")
     p.add_argument("--scales", help="multi-scale factors, comma-separated (default: the run's eval.scales)")
+    p.add_argument("--sizes", help="dense/crop144/dense_multicrop: shorter sides in pixels the whole image is "
+                                   "rescaled to, comma-separated (default: the paper's, scaled to the model's input)")
     p.add_argument("--image-size", type=int, help="resize the evaluated images to this size first")
     p.add_argument("--batch-size", type=int, help="default: the run's evaluation batch size")
     p.add_argument("--device", help="default: the run's device setting (auto: CUDA when there is one)")
@@ -62,7 +65,8 @@ def run(args: argparse.Namespace) -> int:
     refuse_ignored_options(args, ckpt)
     check_image_size(ckpt["model_name"], args.image_size, key="--image-size")
     result = evaluate_checkpoint(source, data=args.data, split=args.split, tta=args.tta,
-                                 crop_size=args.crop_size, scales=_scales(args.scales), batch_size=args.batch_size,
+                                 crop_size=args.crop_size, scales=_scales(args.scales), sizes=_sizes(args.sizes),
+                                 batch_size=args.batch_size,
                                  device=args.device, image_size=args.image_size, ckpt=ckpt)
     name = f"eval-{ckpt['model_name']}-{result.split}{suffix}" if args.weights else f"eval-{result.split}{suffix}"
     out = Path(args.out) if args.out else (Path("runs") if args.weights else Path(args.checkpoint).parent) / name
@@ -148,13 +152,22 @@ def print_classification(result) -> None:
               f"{'has' if absent == 1 else 'have'} no images in the data)")
 
 
-def _scales(text: str | None) -> list[float] | None:
+def _scales(text: str | None, flag: str = "--scales") -> list[float] | None:
     if text is None:
         return None
     try:
         values = [float(v) for v in text.split(",") if v.strip()]
     except ValueError:
-        raise CnnzooError(f"--scales: expected numbers separated by commas, got {text!r}") from None
+        raise CnnzooError(f"{flag}: expected numbers separated by commas, got {text!r}") from None
     if not values or any(v <= 0 for v in values):
-        raise CnnzooError(f"--scales: expected positive numbers, got {text!r}")
+        raise CnnzooError(f"{flag}: expected positive numbers, got {text!r}")
     return values
+
+
+def _sizes(text: str | None) -> list[int] | None:
+    values = _scales(text, "--sizes")
+    if values is None:
+        return None
+    if any(v != int(v) for v in values):
+        raise CnnzooError(f"--sizes: expected whole numbers of pixels, got {text!r}")
+    return [int(v) for v in values]

@@ -116,7 +116,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="draw plots and report.html into the run directory at the end (default on; needs "
                         "cnnzoo[viz])")
     g.add_argument("--tta", help="test-time augmentation of the final test: none, hflip, tencrop, multiscale, "
-                                 "fliptranslate")
+                                 "fliptranslate, dense, crop144 or dense_multicrop")
     g.add_argument("--trust-checkpoint", action="store_true", default=None,
                    help="allow pickled Python objects in --init-from/--resume files (trusted files only)")
     add_process_flags(p)

@@ -117,7 +117,9 @@ class ScheduleConfig:
     t_mult: float = 2.0  # SGDR: each cycle is t_mult times longer than the one before
     htd_lower: float = -6.0  # hyperbolic-tangent decay bounds L and U (Hsueh et al. 2019)
     htd_upper: float = 3.0
-    warmup: float = 0.0  # linear warm-up length in front of the schedule
+    warmup: float = 0.0  # warm-up length in front of the schedule
+    warmup_mode: Literal["linear", "constant"] = "linear"  # ramp up to lr, or hold lr * warmup_factor
+    warmup_factor: float = 0.1  # constant warm-up: lr * warmup_factor (ResNet-110: 0.1 x 0.1 = 0.01)
     pct_start: float = 0.3  # one-cycle: fraction of the run spent increasing the lr
     div_factor: float = 25.0  # one-cycle: initial lr = lr / div_factor
     final_div_factor: float = 1e4  # one-cycle: final lr = initial lr / final_div_factor
@@ -139,6 +141,11 @@ class RegularizationConfig:
     cutout: int = 0  # side of the square cut out of each image, 0 = off
     pad_mode: Literal["zeros", "reflect"] = "zeros"  # the padding of the random crop (reflect: airbench)
     flip: Literal["random", "alternate"] = "random"  # alternate: each image's flip alternates by epoch
+    # VGG/ResNet scale augmentation: shorter side S uniform in [S_min, S_max] ([256, 512] VGG,
+    # [256, 480] ResNet), or fixed ([256]: single-scale training), then a random crop of the input
+    # size and flip. [] = off. Training images are kept with shorter side S_max (memory: N x C x S_max^2 bytes).
+    scale_jitter: list[int] = field(default_factory=list)
+    pca_lighting: float = 0.0  # AlexNet's PCA colour noise: std of the alphas (paper 0.1), 0 = off
     mixup_alpha: float = 0.0
     cutmix_alpha: float = 0.0
 
@@ -166,8 +173,14 @@ class RuntimeConfig:
 
 @dataclass
 class EvalConfig:
-    tta: Literal["none", "hflip", "tencrop", "multiscale", "fliptranslate"] = resumable("none")  # for the final test
-    crop_size: int | None = resumable(None)  # tencrop: None = 7/8 of the image side
+    # for the final test; dense, crop144 and dense_multicrop are the papers' whole-image tests (engine/tta.py)
+    tta: Literal["none", "hflip", "tencrop", "multiscale", "fliptranslate", "dense", "crop144",
+                 "dense_multicrop"] = resumable("none")
+    crop_size: int | None = resumable(None)  # tencrop: None = 7/8 of the image side; crop144/multicrop: the input size
+    # dense / crop144 / dense_multicrop: shorter sides in pixels the whole image is rescaled to;
+    # [] = the paper's (dense: ResNet's 224, 256, 384, 480, 640; crop144: GoogLeNet's 256, 288, 320,
+    # 352), scaled by input size / 224
+    sizes: list[int] = resumable(default_factory=list)
     scales: list[float] = resumable(default_factory=lambda: [0.875, 1.0, 1.125])  # multiscale
 
 
@@ -235,11 +248,12 @@ def load_recipe(path: str | Path) -> dict:
 def find_recipe(name: str) -> Path:
     """A recipe path as given, or the name of one shipped with cnnzoo (`cnnzoo recipes` lists them)."""
     path = Path(name)
-    if path.is_file() or path.suffix in (".yaml", ".yml") or "/" in name:
-        return path
     shipped = shipped_recipes()
-    if name in shipped:
+    if name in shipped and not path.is_file():  # a shipped name such as paper/resnet20_cifar10
         return shipped[name]
+    folders = {known.split("/")[0] for known in shipped if "/" in known}
+    if path.is_file() or path.suffix in (".yaml", ".yml") or ("/" in name and name.split("/")[0] not in folders):
+        return path
     close = difflib.get_close_matches(name, shipped, n=3, cutoff=0.5)
     hint = f"; did you mean {', '.join(close)}?" if close else _recipe_hint()
     raise ConfigError(f"no recipe named {name!r}{hint}")
@@ -247,12 +261,20 @@ def find_recipe(name: str) -> Path:
 
 def shipped_recipes() -> dict[str, Path]:
     """Name -> file of the recipes inside the installed package (read with importlib.resources,
-    so a wheel installed with `pip install .` has them as well as an editable checkout)."""
-    folder = resources.files("cnnzoo") / "recipes"
-    found = {}
+    so a wheel installed with `pip install .` has them as well as an editable checkout). Recipes in
+    a sub-folder are named with it: `paper/resnet20_cifar10` (the papers' recipes)."""
+    return _recipes_in(resources.files("cnnzoo") / "recipes", "")
+
+
+def _recipes_in(folder: Any, prefix: str) -> dict[str, Path]:
+    found, folders = {}, []
     for item in sorted(folder.iterdir(), key=lambda t: t.name):
         if item.is_file() and item.name.endswith((".yaml", ".yml")):
-            found[item.name.rsplit(".", 1)[0]] = Path(str(item))
+            found[prefix + item.name.rsplit(".", 1)[0]] = Path(str(item))
+        elif item.is_dir() and not item.name.startswith((".", "_")):
+            folders.append(item)
+    for sub in folders:  # the top-level recipes first
+        found.update(_recipes_in(sub, f"{prefix}{sub.name}/"))
     return found
 
 
@@ -360,6 +382,7 @@ def validate(cfg: Config) -> Config:
     _check(s.t_mult >= 1, "schedule.t_mult", "must be >= 1")
     _check(s.htd_lower < s.htd_upper, "schedule.htd_lower", "must be below schedule.htd_upper")
     _check(s.warmup >= 0, "schedule.warmup", "must be >= 0")
+    _check(0 < s.warmup_factor <= 1, "schedule.warmup_factor", "must be in (0, 1]")
     _check(not (s.name == "onecycle" and s.warmup > 0), "schedule.warmup",
            "one-cycle has its own warm-up phase; set schedule.pct_start instead")
     _check(0 < s.pct_start < 1, "schedule.pct_start", "must be in (0, 1)")
@@ -374,6 +397,12 @@ def validate(cfg: Config) -> Config:
     _check(not (r.random_resized_crop and r.crop_padding), "regularization.crop_padding",
            "choose either random_resized_crop or crop_padding, not both")
     _check(r.cutout >= 0, "regularization.cutout", "must be >= 0")
+    _check(len(r.scale_jitter) in (0, 1, 2) and all(v >= 8 for v in r.scale_jitter)
+           and list(r.scale_jitter) == sorted(r.scale_jitter), "regularization.scale_jitter",
+           "must be [], [S] or [S_min, S_max] with 8 <= S_min <= S_max pixels")
+    _check(not (r.scale_jitter and (r.random_resized_crop or r.crop_padding)), "regularization.scale_jitter",
+           "makes its own crops; leave random_resized_crop and crop_padding unset")
+    _check(0 <= r.pca_lighting <= 1, "regularization.pca_lighting", "must be in [0, 1] (AlexNet: 0.1)")
     _check(r.mixup_alpha >= 0, "regularization.mixup_alpha", "must be >= 0")
     _check(r.cutmix_alpha >= 0, "regularization.cutmix_alpha", "must be >= 0")
     if not classification:
@@ -397,6 +426,7 @@ def validate(cfg: Config) -> Config:
     _check(d.num_workers <= MAX_WORKERS, "data.num_workers", f"must be at most {MAX_WORKERS}")
     _check(e.crop_size is None or e.crop_size >= 1, "eval.crop_size", "must be a positive number of pixels")
     _check(bool(e.scales) and all(x > 0 for x in e.scales), "eval.scales", "must be positive numbers")
+    _check(all(x >= 1 for x in e.sizes), "eval.sizes", "must be positive numbers of pixels")
     if e.tta == "tencrop" and e.crop_size and d.image_size:
         check_crop(e.crop_size, (d.image_size, d.image_size), key="eval.crop_size")
     m = cfg.model
