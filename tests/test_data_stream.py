@@ -102,4 +102,4 @@ def test_training_streams_through_the_cli(folder, tmp_path, capsys):
     assert code == 0, capsys.readouterr().err
     ckpt = torch.load(out / "last.pt", weights_only=True)
     assert ckpt["loader"]["kind"] == "stream" and ckpt["fingerprint"].startswith("stream-")
-    assert "test (" in capsys.readouterr().err
+    assert "test (" in capsys.readouterr().out  # results go to stdout
