@@ -9,6 +9,10 @@ from torch import nn
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED = REPO_ROOT.parent / "shared"
 
+# CLI subprocesses inherit this: `cnnzoo train` and `cnnzoo eval` then need not start themselves
+# again to get OpenMP's passive wait policy (cnnzoo.cli.main); it is what they would set.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 if os.environ.get("PYTEST_XDIST_WORKER"):
     # Each xdist worker gets a core; more threads per worker only oversubscribe.
     torch.set_num_threads(1)

@@ -200,7 +200,7 @@ def test_loader_covers_every_sample_once_per_epoch():
     first = torch.cat(labels)
     second = torch.cat([y for _, y in loader])  # the loader moved on to epoch 1 by itself
     assert sorted(first.tolist()) == sorted(split.labels.tolist()) and not torch.equal(first, second)
-    assert loader.state_dict() == {"epoch": 2, "position": 0, "seed": 11, "batches_per_chunk": 1}
+    assert loader.state_dict() == {"epoch": 2, "position": 0, "seed": 11, "batches_per_chunk": 1, "world_size": 1}
     assert len(_loader(split, drop_last=True)) == 6
 
 
@@ -224,7 +224,7 @@ def test_loader_exact_resume_mid_epoch(chunk):
     it = iter(first)
     done = [next(it) for _ in range(4)]  # stops inside the second chunk when chunk == 3
     state = first.state_dict()
-    assert state == {"epoch": 2, "position": 4, "seed": 11, "batches_per_chunk": chunk}
+    assert state == {"epoch": 2, "position": 4, "seed": 11, "batches_per_chunk": chunk, "world_size": 1}
     resumed = _loader(split, seed=0, batches_per_chunk=5)  # seed and chunking come back from the state
     resumed.load_state_dict(state)
     resumed.set_epoch(2)  # calling it again on resume keeps the position

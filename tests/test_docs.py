@@ -19,7 +19,7 @@ def test_models_page_matches_the_registry():
 def test_readme_commands_name_real_models_and_recipes():
     text = (REPO_ROOT / "README.md").read_text()
     shown_as_unknown = set(re.findall(r"unknown model '(\w+)'", text))
-    names = re.findall(r"--model (\w+)", text) + re.findall(r"cnnzoo (?:info|summary|explain receptive-field) ([a-z][a-z0-9_]*)", text)
+    names = re.findall(r"--model ([a-z]\w*)", text) + re.findall(r"cnnzoo (?:info|summary|explain receptive-field) ([a-z][a-z0-9_]*)", text)
     names += re.findall(r'create_model\("(\w+)"', text)
     assert names
     for name in set(names) - shown_as_unknown:

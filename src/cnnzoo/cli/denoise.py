@@ -8,6 +8,7 @@ code from it) or a checkpoint written by `cnnzoo train --task denoise`.
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 from ..errors import CnnzooError
@@ -52,6 +53,12 @@ def run(args: argparse.Namespace) -> int:
         raise CnnzooError(f"--tile must be at least 128 pixels, got {args.tile}")
     if args.output is not None:
         check_output(args.input, args.output, args.force)
+        if args.noisy_out is not None:
+            check_output(args.input, args.noisy_out, args.force, flag="--noisy-out")
+            if Path(args.noisy_out).absolute() == Path(args.output).absolute() or _same_file(args.noisy_out, args.output):
+                raise CnnzooError(f"--noisy-out {args.noisy_out} is OUT too; give the noisy image another name")
+    elif args.noisy_out is not None:
+        raise CnnzooError("--noisy-out goes with IN OUT --sigma S (the noisy copy of a denoised file)")
     model, description = load_denoiser(args.weights, trust=args.trust_checkpoint, device=resolve_device(args.device))
     print(f"model: {description}")
     return evaluate_sets(model, args) if args.eval is not None else denoise_file(model, args)
@@ -60,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
 def denoise_file(model, args: argparse.Namespace) -> int:
     from ..tasks import denoise as dn
 
-    image = dn.load_image(args.input, channels=model.in_chans)
+    image = dn.load_image_for(args.input, model.in_chans, Path(args.weights).name)
     kind = "grey" if model.in_chans == 1 else "RGB"
     if args.sigma is None:
         estimate = dn.denoise(model, image, tile=args.tile)
@@ -97,12 +104,27 @@ def evaluate_sets(model, args: argparse.Namespace) -> int:
     return 0
 
 
-def check_output(source: str, output: str, force: bool) -> None:
-    """Refuse, before any work, to overwrite the input or to write where nothing can be written."""
+def check_output(source: str, output: str, force: bool, flag: str = "OUT") -> None:
+    """Refuse, before any work, to overwrite the input (by any path to it: a symlink, a hard link,
+    `./a/../in.png`) or to write where nothing can be written."""
     src, out = Path(source), Path(output)
-    if out.exists() and src.exists() and out.samefile(src) and not force:
-        raise CnnzooError(f"OUT {output} is the input image; choose another file, or pass --force to overwrite it")
-    if not out.parent.is_dir():
-        raise CnnzooError(f"cannot write {output}: the folder {out.parent} does not exist")
+    if src.is_dir():
+        raise CnnzooError(f"IN {source} is a folder; give one image file (score folders with --eval DATA)")
+    if _same_file(out, src) and not force:
+        how = "" if out.absolute() == src.absolute() else " (another path to the same file)"
+        raise CnnzooError(f"{flag} {output} is the input image{how}; choose another file, or pass --force to "
+                          "overwrite it")
     if out.is_dir():
         raise CnnzooError(f"cannot write {output}: it is a folder; give a file name such as {out / 'denoised.png'}")
+    if not out.parent.is_dir():
+        raise CnnzooError(f"cannot write {output}: the folder {out.parent} does not exist")
+    if not os.access(out.parent, os.W_OK) or (out.exists() and not os.access(out, os.W_OK)):
+        raise CnnzooError(f"cannot write {output}: permission denied")
+
+
+def _same_file(a: str | Path, b: str | Path) -> bool:
+    """Whether two paths name one file; a symlink at `a` pointing to `b`, even dangling, counts."""
+    a, b = Path(a), Path(b)
+    if a.exists() and b.exists():
+        return a.samefile(b)
+    return a.is_symlink() and Path(os.path.realpath(a)) == Path(os.path.realpath(b))

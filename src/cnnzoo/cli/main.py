@@ -7,6 +7,15 @@ code 2, never a traceback; failures at run time exit 1. Any other exception is a
 one `internal error` line and exit 1 (CNNZOO_DEBUG=1 shows the traceback). The library reports
 notes and warnings through `logging`; the CLI decides that they reach the terminal's stderr,
 as `note: ...` and `warning: ...` lines.
+
+The commands that compute for long (train, eval) run with OpenMP's passive wait policy unless
+the user chose one: under load, the default spin-waiting made 2 threads use 4x the CPU and run
+2-5x slower than with OMP_WAIT_POLICY=PASSIVE (docs/speedrun.md). OpenMP reads the variable once,
+when torch loads, before this module runs, so the command starts itself again with it set: one
+more start of Python, torch and cnnzoo (3-4 CPU-seconds measured on the loaded development
+machine). A run on one thread (`--threads 1`, or one CPU allowed) does not spin and is not
+restarted, and setting OMP_WAIT_POLICY to anything (ACTIVE included) opts out. Both commands
+also tell glibc's malloc to keep freed memory (`engine.runtime.keep_freed_memory`).
 """
 
 from __future__ import annotations
@@ -36,6 +45,8 @@ SUBCOMMANDS = (
     "plot_cmd",
     "report_cmd",
     "weights_cmd",
+    "export_cmd",
+    "bench_cmd",
 )
 
 
@@ -63,6 +74,12 @@ def main(argv: list[str] | None = None) -> int:
             parser.print_help()
             return 2
         name = f"cnnzoo {args.command}"
+        if argv is None and args.command in PASSIVE_WAIT_COMMANDS:  # the real command, not main([...]) in a test
+            if "OMP_WAIT_POLICY" not in os.environ and _threads_wanted(args) > 1:
+                restart_with_passive_wait(args.argv)
+            from ..engine.runtime import keep_freed_memory
+
+            keep_freed_memory()  # malloc keeps each step's activations for the next (see the function)
         with terminal_logging():
             return args.func(args) or 0
     except CnnzooError as err:
@@ -95,6 +112,23 @@ def report_os_error(name: str, err: OSError) -> int:
     label = "error" if bad_path else "failed"
     print(f"{name}: {label}: {where}{err.strerror or err}", file=sys.stderr)
     return 2 if bad_path else 1
+
+
+PASSIVE_WAIT_COMMANDS = ("train", "eval")
+
+
+def _threads_wanted(args: argparse.Namespace) -> int:
+    from ..engine.runtime import default_threads
+
+    return getattr(args, "threads", None) or default_threads()
+
+
+def restart_with_passive_wait(argv: list[str]) -> None:
+    """Replace this process by the same command with OMP_WAIT_POLICY=PASSIVE (see the module docstring)."""
+    os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(sys.executable, [sys.executable, "-m", "cnnzoo", *argv])
 
 
 class _StderrHandler(logging.Handler):

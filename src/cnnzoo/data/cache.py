@@ -1,8 +1,10 @@
 """The uint8 tensor cache: decode a dataset once, reuse it while its source is unchanged.
 
-A cache file is keyed by a fingerprint of the source (resolved path, size and mtime of the
-archive, or of every file under a folder) plus the decoding options, so editing, replacing or
-touching the source invalidates it. Files are written to a temporary name in the same folder,
+A cache file is keyed by a fingerprint of the source (size, mtime and edge hash of the archive,
+or of every file under a folder by its relative name) plus the decoding options, so editing,
+replacing or touching the source invalidates it. The fingerprint does not include where the
+source is: a dataset moved elsewhere (`mv`, `cp -a`, `rsync -a` keep the modification times)
+keeps it, so a run finds its data again at a new path and the cache is reused. Files are written to a temporary name in the same folder,
 fsynced and renamed, so a killed run never leaves a half-written cache behind, and they are
 read with `torch.load(weights_only=True)`, which cannot run code from a tampered file.
 """
@@ -61,13 +63,14 @@ def _edges(path: Path, size: int) -> str:
 
 
 def source_fingerprint(path: str | Path) -> str:
-    """Fingerprint of a file or of every file in a folder: path, size, mtime, and a hash of each
-    file's first and last 64 KiB. An edit in the middle of a large file that keeps its size and
-    mtime is the one change it cannot see: `touch` such a file (or delete its cache file) after the edit."""
+    """Fingerprint of a file or of every file in a folder: relative name, size, mtime, and a hash
+    of each file's first and last 64 KiB; not the location, so a moved dataset keeps it. An edit
+    in the middle of a large file that keeps its size and mtime is the one change it cannot see:
+    `touch` such a file (or delete its cache file) after the edit."""
     path = Path(path).resolve()
     if path.is_file():
-        return _digest([str(path), _stat_line(path, path.name)])
-    lines = [str(path)]
+        return _digest([_stat_line(path, "")])
+    lines = []
     for root, dirs, files in os.walk(path):
         dirs.sort()
         for name in sorted(files):

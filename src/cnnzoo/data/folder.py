@@ -2,6 +2,7 @@
 
 Two layouts are understood (a single wrapping folder, as tarballs often have, is looked through):
 - split:  `train/<class>/*`, optional `val/<class>/*` (or `valid/`, `validation/`), optional `test/<class>/*`
+  (training needs train/; a folder of only `test/<class>/*` can be evaluated)
 - single: `<class>/*`, split later by a seeded stratified split
 Files are decoded in worker processes straight from the archive's bytes or from disk; only
 names with an image extension are read, and files at the wrong depth are ignored.
@@ -168,11 +169,8 @@ def layout(listing: Listing, source: str) -> tuple[str, dict[str, str], list[str
     tops = _classes_under(listing, wrap)
     found = {SPLIT_NAMES[t.lower()]: f"{wrap}{t}/" for t in tops if t.lower() in SPLIT_NAMES}
     splits = {s: found[s] for s in ("train", "val", "test") if s in found}  # report train's problems first
-    if "train" not in splits:
-        if splits:
-            raise DataError(f"{source} has {'/'.join(sorted(splits))} folders but no train/ folder; add train/<class>/")
-        splits = {"all": wrap}
-    first = splits.get("train", wrap)
+    splits = splits or {"all": wrap}  # without train/ (only test/, say) it can still be evaluated
+    first = next(iter(splits.values()))
     classes = _classes_under(listing, first)
     if len(classes) < 2:
         raise DataError(f"{source} needs one sub-folder per class (at least 2) under {first or './'}; found {classes}")
@@ -180,8 +178,9 @@ def layout(listing: Listing, source: str) -> tuple[str, dict[str, str], list[str
         found = _classes_under(listing, prefix)
         if found != classes:
             missing, extra = sorted(set(classes) - set(found)), sorted(set(found) - set(classes))
-            raise DataError(f"train/{split} class mismatch in {source}: {split} lacks {missing}, has extra {extra}; "
-                            f"give {split}/ the same class folders as train/")
+            raise DataError(f"{first.removeprefix(wrap).rstrip('/')}/{split} class mismatch in {source}: {split} lacks "
+                            f"{missing}, has extra {extra}; give {split}/ the same class folders as "
+                            f"{first.removeprefix(wrap)}")
         _check_classes(listing, prefix, classes, source)
     return wrap, splits, classes
 
@@ -221,14 +220,16 @@ def _decode_folder(path: Path, size: int | None, num_workers: int) -> tuple[List
     """Decode every image file; returns the listing, {name: position}, arrays and failure reasons."""
     if is_archive(path):
         listing = Listing([], set())
-        arrays, reasons = decode_many(iter_archive(path, listing), size=size, num_workers=num_workers)
+        arrays, reasons = decode_many(iter_archive(path, listing), size=size, num_workers=num_workers,
+                                      what=f"decoding {path.name}")
         position = {n: i for i, n in enumerate(listing.files)}
         listing.files.sort()
         return listing, position, arrays, reasons
     listing = list_folder(path)
     position = {n: i for i, n in enumerate(listing.files)}
     items: list[Item] = [(str(path / n), None) for n in listing.files]
-    arrays, reasons = decode_many(items, size=size, num_workers=num_workers)
+    arrays, reasons = decode_many(items, size=size, num_workers=num_workers, what=f"decoding {path.name}",
+                                  total=len(items))
     return listing, position, arrays, reasons
 
 

@@ -16,6 +16,8 @@ from typing import Any, Callable, Iterable, Sequence
 import torch
 from torch import nn
 
+from ..data.datasets import missing_path
+from ..errors import CnnzooError
 from .config import Config
 from .inference import checkpoint_config, model_from_checkpoint, read_checkpoint
 from .progress import Progress
@@ -62,23 +64,29 @@ class Evaluation:
     files: list[Path] = field(default_factory=list)
 
 
-def evaluate_checkpoint(path: str | Path, *, data: str | None = None, split: str = "test", tta: str | None = None,
+def evaluate_checkpoint(path: str | Path, *, data: str | None = None, split: str | None = None, tta: str | None = None,
                         crop_size: int | None = None, scales: Sequence[float] | None = None,
+                        sizes: Sequence[int] | None = None,
                         batch_size: int | None = None, device: str | None = None, trust: bool = False,
                         image_size: int | None = None, out_dir: str | Path | None = None,
                         progress: Progress | None = None, ckpt: dict | None = None) -> Evaluation:
     """Evaluate a training checkpoint with its task's evaluator. Settings left as None are the
     checkpoint's own (its test-time augmentation, evaluation batch size, precision and memory
     format), which is what makes the result equal the run's final test. `ckpt`: the checkpoint
-    already read from `path`, so it is not read twice."""
+    already read from `path`, so it is not read twice. `split` None: the task's default (for a
+    classifier, the test split where the data has one, otherwise all of it)."""
     ckpt = ckpt if ckpt is not None else read_checkpoint(path, trust=trust)
     task = get_task(ckpt.get("task", "classify"))
     meta = DataMeta.from_dict(ckpt["meta"])
-    cfg = _with_overrides(checkpoint_config(ckpt), tta=tta, crop_size=crop_size, scales=scales,
+    cfg = _with_overrides(checkpoint_config(ckpt), tta=tta, crop_size=crop_size, scales=scales, sizes=sizes,
                           eval_batch_size=batch_size, image_size=image_size)
     runtime = Runtime.from_config(cfg.runtime, device)
     cfg = runtime.stamp(cfg)
-    loader, dataset = task.build_eval_data(cfg, meta, runtime.device, dataset=data, split=split)
+    if data is None:
+        check_data_found(cfg.data.dataset)
+    chosen_split = {} if split is None else {"split": split}  # None: the task's own default
+    loader, dataset, *chosen = task.build_eval_data(cfg, meta, runtime.device, dataset=data, **chosen_split)
+    split = chosen[0] if chosen else split or "test"  # a task may say which split it chose by default
     model = runtime.place(model_from_checkpoint(ckpt))
     evaluator = task.evaluator(cfg, meta, final=True)
     metrics = evaluate(model, loader, evaluator, runtime, progress or Progress("auto"), f"eval {split}")
@@ -88,13 +96,23 @@ def evaluate_checkpoint(path: str | Path, *, data: str | None = None, split: str
     return result
 
 
-def _with_overrides(cfg: Config, *, tta, crop_size, scales, eval_batch_size, image_size) -> Config:
+def check_data_found(spec: str) -> None:
+    """The checkpoint's own dataset, when it is a path that is not there (moved, or stored relative
+    to where an older run was started): say how to give it."""
+    gone = missing_path(spec)
+    if gone is not None:
+        raise CnnzooError(f"the checkpoint's dataset {spec} is not found (from {Path.cwd()}); if it moved, give "
+                          "it with --data PATH")
+
+
+def _with_overrides(cfg: Config, *, tta, crop_size, scales, eval_batch_size, image_size, sizes=None) -> Config:
     def given(**values: Any) -> dict[str, Any]:
         return {k: v for k, v in values.items() if v is not None}
 
     return dataclasses.replace(
         cfg,
         eval=dataclasses.replace(cfg.eval, **given(tta=tta, crop_size=crop_size,
-                                                   scales=list(scales) if scales is not None else None)),
+                                                   scales=list(scales) if scales is not None else None,
+                                                   sizes=list(sizes) if sizes is not None else None)),
         data=dataclasses.replace(cfg.data, **given(eval_batch_size=eval_batch_size, image_size=image_size)),
     )

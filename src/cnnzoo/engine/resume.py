@@ -4,7 +4,8 @@ A checkpoint holds everything needed to continue bit for bit (weights, optimiser
 grad scaler, data position, RNG states, running metrics) as plain data that loads with
 `torch.load(weights_only=True)`. A resume is refused, naming the keys, when the model, the
 data or a setting differs from the checkpoint's; the settings that may change are the config
-fields declared `resumable` (cnnzoo.engine.config).
+fields declared `resumable` (cnnzoo.engine.config), and the dataset's path: the data is the same
+when its fingerprint is (a moved dataset is found again with `--data NEWPATH`).
 """
 
 from __future__ import annotations
@@ -20,7 +21,12 @@ from torch import nn
 
 from .._version import __version__
 from ..errors import CnnzooError
-from .checkpoint import atomic_save, capture_rng_state, find_resume_checkpoint, restore_rng_state
+from .checkpoint import (
+    atomic_save,
+    capture_rng_state,
+    find_resume_checkpoint,
+    restore_rng_state,
+)
 from .checkpoint_schema import check_resumable
 from .config import Config, config_from_dict, config_to_dict, resumable_keys
 from .schedulers import Schedule
@@ -72,6 +78,8 @@ class Run:
     scaler: torch.amp.GradScaler
     loader: Any  # the training loader (its position is part of the checkpoint)
     run_dir: Path
+    dist: Any = None  # cnnzoo.engine.distributed.Distributed of a run of several processes (rank 0 writes)
+    averager: Any = None  # a WeightAverage (lookahead) whose average is part of the checkpoint
 
 
 @dataclass
@@ -80,9 +88,11 @@ class Resume:
     checkpoint: dict
 
 
-def checkpoint_dict(run: Run, state: TrainState) -> dict:
-    """Everything a resume or an evaluation needs, as weights_only-loadable plain data."""
+def checkpoint_dict(run: Run, state: TrainState, ranks_rng: list | None = None) -> dict:
+    """Everything a resume or an evaluation needs, as weights_only-loadable plain data
+    (`ranks_rng`: every process's RNG state, for a run of several processes)."""
     meta = run.meta
+    extra = {"distributed": run.dist.checkpoint_entry(ranks_rng)} if ranks_rng is not None else {}
     return {
         "format": CHECKPOINT_FORMAT,
         "cnnzoo_version": __version__,
@@ -105,18 +115,23 @@ def checkpoint_dict(run: Run, state: TrainState) -> dict:
         "epoch": state.epoch,
         "step": state.step,
         "state": dataclasses.asdict(state),
+        **extra,
+        **({"weight_average": run.averager.state_dict()} if run.averager is not None else {}),
     }
 
 
 def save_checkpoint(run: Run, state: TrainState, name: str) -> Path:
-    """Atomically write run_dir/name, refusing weights that are not finite."""
+    """Atomically write run_dir/name, refusing weights that are not finite. With several
+    processes every one of them calls this (their RNG states are gathered) and rank 0 writes."""
     bad = [n for n, p in run.model.state_dict().items() if p.is_floating_point() and not torch.isfinite(p).all()]
     if bad:
         raise NonFiniteLossError(
             f"the weights became non-finite ({bad[0]}{' and others' if len(bad) > 1 else ''}) by step {state.step}; "
             f"{name} was not overwritten, the last good checkpoints are in {run.run_dir}")
     path = run.run_dir / name
-    atomic_save(checkpoint_dict(run, state), path)
+    ranks_rng = run.dist.gather_rng() if run.dist is not None else None
+    if run.dist is None or run.dist.is_main:
+        atomic_save(checkpoint_dict(run, state, ranks_rng), path)
     return path
 
 
@@ -127,8 +142,11 @@ def restore(ckpt: dict, run: Run) -> TrainState:
              ("optimizer state", lambda: _restore_optimizer(run.optimizer, ckpt["optimizer"])),
              ("schedule state", lambda: run.schedule.load_state_dict(ckpt["scheduler"])),
              ("grad scaler state", lambda: run.scaler.load_state_dict(ckpt["scaler"])),
+             ("weight average", lambda: run.averager is None or "weight_average" not in ckpt
+              or run.averager.load_state_dict(ckpt["weight_average"])),
              ("data position", lambda: _restore_loader(run.loader, ckpt["loader"], state)),
-             ("random generator states", lambda: restore_rng_state(ckpt["rng"])))
+             ("random generator states", lambda: restore_rng_state(ckpt["rng"])),
+             ("per-process random generator states", lambda: run.dist is None or run.dist.restore_rng(ckpt)))
     for what, load in parts:
         try:
             load()
@@ -167,14 +185,18 @@ def check_resume(resume: Resume, cfg: Config, task: Task, meta: DataMeta) -> Non
                             ("in_chans", "input channels", meta.in_chans)):
         if ckpt.get(key) != now:
             problems.append(f"{label}: {ckpt.get(key)} in the checkpoint, {now} in this data")
-    if ckpt.get("fingerprint") != meta.fingerprint:
-        problems.append(f"dataset: the checkpoint was trained on {ckpt.get('dataset')} "
-                        f"({str(ckpt.get('fingerprint'))[:16]}), this run loads {meta.dataset} "
-                        f"({meta.fingerprint[:16]})")
     before, now = _flatten(ckpt.get("config", {})), _flatten(config_to_dict(cfg))
-    changeable = resumable_keys()
+    same_data = ckpt.get("fingerprint") == meta.fingerprint
+    if not same_data:
+        problems.append(f"dataset: the checkpoint was trained on {before.get('data.dataset')} (fingerprint "
+                        f"{str(ckpt.get('fingerprint'))[:16]}), this run loads {now.get('data.dataset')} (fingerprint "
+                        f"{meta.fingerprint[:16]}): other files, or copies with new modification times (`cp -a` and "
+                        "`rsync -a` keep them)")
+    # The data is known by its fingerprint, not by where it is: a moved dataset resumes (--data NEWPATH).
+    defaults = _flatten(config_to_dict(Config()))  # keys added since the checkpoint was written have their defaults
+    changeable = resumable_keys() | {"data.dataset"}
     for key in sorted(set(before) | set(now)):
-        if before.get(key) != now.get(key) and key not in changeable:
+        if before.get(key, defaults.get(key)) != now.get(key) and key not in changeable:
             problems.append(f"{key}: {before.get(key)!r} in the checkpoint, {now.get(key)!r} now")
     if problems:
         raise ResumeError(f"cannot resume {resume.path}: " + "; ".join(problems)
@@ -182,9 +204,8 @@ def check_resume(resume: Resume, cfg: Config, task: Task, meta: DataMeta) -> Non
 
 
 def load_resume(run_dir: str | Path, *, trust: bool = False) -> Resume:
-    fields = frozenset(f.name for f in dataclasses.fields(TrainState))
-    path, ckpt = find_resume_checkpoint(run_dir, trust=trust,
-                                        check=functools.partial(check_resumable, state_fields=fields))
+    check = functools.partial(check_resumable, state_keys=TrainState.__dataclass_fields__.keys())
+    path, ckpt = find_resume_checkpoint(run_dir, trust=trust, check=check)
     return Resume(path, ckpt)
 
 

@@ -133,9 +133,10 @@ class Task(ABC):
 
     @abstractmethod
     def build_eval_data(self, cfg: Any, meta: DataMeta, device: torch.device, *, dataset: str | None = None,
-                        split: str = "test") -> tuple[Iterable, str]:
-        """(loader, dataset name) of one split for evaluating a checkpoint trained on `meta`'s data:
-        the same batches the run's final test saw when `dataset` is None and split is "test"."""
+                        split: str | None = None) -> tuple[Iterable, str] | tuple[Iterable, str, str]:
+        """(loader, dataset name[, split]) of one split for evaluating a checkpoint trained on `meta`'s
+        data: the same batches the run's final test saw when `dataset` is None and split is "test".
+        `split` None (or left out) asks for the task's default split, which it may name as a third element."""
 
     @abstractmethod
     def build_model(self, cfg: Any, meta: DataMeta) -> nn.Module:
@@ -152,6 +153,11 @@ class Task(ABC):
 
     def check_config(self, cfg: Any, meta: DataMeta) -> None:
         """Checks that need the loaded data (e.g. a 10-crop must fit in the images)."""
+
+    def init_from_data(self, cfg: Any, model: nn.Module, data: TaskData) -> list[str]:
+        """Data-dependent initialisation of a fresh model (not of a resumed one), before the optimiser
+        is built, such as patch whitening of the first convolution; returns lines for the console."""
+        return []
 
 
 class UnknownTaskError(CnnzooError):

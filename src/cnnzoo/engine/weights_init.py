@@ -17,6 +17,7 @@ checkpoints, `cnnzoo eval` and `cnnzoo predict` use them too.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -27,11 +28,13 @@ from ..errors import CnnzooError
 from ..weights import WeightsError, entry_for, load_pretrained
 from ..weights.catalogue import ENTRIES
 from ..registry import stats_for_channels
-from ..weights.loading import classifier_keys
+from ..weights.loading import adapt_input_conv, adaptable_input_conv, classifier_keys, renamings
 from .checkpoint import load_checkpoint, load_weights
 from .checkpoint_schema import check_checkpoint, check_state_dict
 from .config import Config
 from .task import DataMeta
+
+log = logging.getLogger(__name__)
 
 
 def _read(path: str | Path, *, trust: bool = False) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -68,26 +71,38 @@ def read_state_dict(path: str | Path, *, trust: bool = False) -> tuple[dict[str,
 
 
 def load_initial_weights(model: nn.Module, path: str | Path, *, trust: bool = False, arch: str | None = None,
-                         classes: tuple[str, ...] | list[str] | None = None) -> str:
-    """Copy every tensor of `path` whose name and shape match; returns a one-line report.
+                         classes: tuple[str, ...] | list[str] | None = None, allow_partial: bool = False,
+                         frozen: bool = False) -> str:
+    """Copy every tensor of `path` that fits the model (by name, under cnnzoo's names or a
+    publisher's); returns a one-line report.
 
     With `arch`, a file that is not a cnnzoo checkpoint (akamaster's `.th`, a torchvision file)
-    is first read as published weights (converted by name). With `classes` (the data's), a
-    checkpoint's classifier trained on other classes is left fresh."""
+    is first read as published weights (converted by name, strictly). With `classes` (the data's),
+    a checkpoint's classifier trained on other classes is left fresh. A first convolution made for
+    RGB is adapted to the model's channels (`adapt_input_conv`). Any other tensor of the model
+    left unloaded is an error naming its modules, unless `allow_partial` (`frozen`: the run would
+    freeze them, which the message says)."""
+    return _init_from(model, path, trust=trust, arch=arch, classes=classes, allow_partial=allow_partial,
+                      frozen=frozen)[0]
+
+
+def _init_from(model: nn.Module, path: str | Path, *, trust: bool, arch: str | None, classes, allow_partial: bool,
+               frozen: bool) -> tuple[str, list[str]]:
+    """(report, keys of first convolutions adapted to the model's channels): load_initial_weights."""
     source, about = _read(path, trust=trust)
     source_model = about.get("model_name") if isinstance(about.get("model_name"), str) else None
     if arch is not None and "meta" not in about:
         try:
             loaded = load_pretrained(model, path, arch=arch, head="auto")
         except WeightsError:
-            pass  # not in any publisher's names: match by name and shape below
+            pass  # not exactly in any publisher's names: match by name and shape below
         else:
             head = ("classifier left fresh (another number of classes)" if loaded.fresh_keys
                     else "classifier loaded (the same number of classes)")
-            adapted = f"; {', '.join(loaded.adapted_keys)} adapted to the data's channels" if loaded.adapted_keys else ""
-            return f"initialised from {path} ({str(loaded).split(': ', 2)[-1].split('; ')[0]}){adapted}; {head}"
+            names = str(loaded).split(': ', 2)[-1].split('; ')[0]
+            return f"initialised from {path} ({names}); {head}", list(loaded.adapted_keys)
     target = model.state_dict()
-    matched = {k: v for k, v in source.items() if k in target and target[k].shape == v.shape}
+    names, renamed, matched, adapted = _best_match(source, target, arch)
     if not matched:
         what = f"it is a checkpoint of {source_model!r}" if source_model else "another architecture?"
         raise CnnzooError(f"model.init_from: no tensor of {path} fits this model ({what})")
@@ -96,21 +111,61 @@ def load_initial_weights(model: nn.Module, path: str | Path, *, trust: bool = Fa
     other_classes = bool(classes) and bool(source_classes) and list(classes) != source_classes
     if other_classes:
         matched = {k: v for k, v in matched.items() if k not in heads}
+    fresh = [k for k in target if k not in matched and not k.endswith("num_batches_tracked")]
+    _check_complete(path, [k for k in fresh if k not in heads], allow_partial=allow_partial, frozen=frozen)
     model.load_state_dict(matched, strict=False)
-    fresh = [k for k in target if k not in matched]
-    unused = [k for k in source if k not in matched]
-    report = f"initialised {len(matched)}/{len(target)} tensors from {path}"
+    unused = [k for k in renamed if k not in matched and k not in heads and not k.endswith("num_batches_tracked")]
+    report = f"initialised {len(matched)}/{len(target)} tensors from {path}" + ("" if names == "cnnzoo names" else
+                                                                                 f" ({names})")
     if other_classes:
         report += (f"; classifier left fresh: the checkpoint's {len(source_classes)} classes "
                    f"({', '.join(source_classes[:4])}{', ...' if len(source_classes) > 4 else ''}) are not this data's")
     elif heads and heads <= set(matched):
         same = "the same classes" if source_classes else "the same number of classes"
         report += f"; classifier loaded ({same})"
-    if fresh:
-        report += f"; kept fresh: {', '.join(fresh[:6])}{' ...' if len(fresh) > 6 else ''}"
+    elif heads:
+        report += "; classifier left fresh (another number of classes)"
+    if [k for k in fresh if k not in heads]:
+        report += f"; left random (--allow-partial): {_modules(k for k in fresh if k not in heads)}"
     if unused:
         report += f"; unused from the file: {', '.join(unused[:6])}{' ...' if len(unused) > 6 else ''}"
-    return report
+    return report, adapted
+
+
+def _best_match(source: dict[str, torch.Tensor], target: dict[str, torch.Tensor],
+                arch: str | None) -> tuple[str, dict[str, torch.Tensor], dict[str, torch.Tensor], list[str]]:
+    """(whose names, the source so renamed, the tensors that fit `target`, the first convolutions
+    adapted from RGB) under the naming that fits most tensors: cnnzoo's own, then each publisher's."""
+    best = ("cnnzoo names", source, {}, [])
+    for names, state in [("cnnzoo names", source), *(renamings(source, arch) if arch else [])]:
+        fits, adapted = {}, []
+        for key, value in state.items():
+            if key not in target:
+                continue
+            if target[key].shape == value.shape:
+                fits[key] = value
+            elif adaptable_input_conv(target[key], value):
+                fits[key] = adapt_input_conv(target[key].shape[1], value)
+                adapted.append(key)
+        if len(fits) > len(best[2]):
+            best = (names, state, fits, adapted)
+    return best
+
+
+def _modules(keys) -> str:
+    """The modules that own `keys`, in order, at most eight named."""
+    modules = list(dict.fromkeys(k.rpartition(".")[0] or k for k in keys))
+    return ", ".join(modules[:8]) + (f", ... ({len(modules)} modules)" if len(modules) > 8 else "")
+
+
+def _check_complete(path: str | Path, unloaded: list[str], *, allow_partial: bool, frozen: bool) -> None:
+    """Refuse to start from weights that leave part of the backbone random, unless asked to."""
+    if not unloaded or allow_partial:
+        return
+    fate = "random and frozen by --freeze-backbone" if frozen else "random"
+    raise CnnzooError(f"model.init_from: {path} leaves {len(unloaded)} tensors besides the classifier {fate}, in "
+                      f"{_modules(unloaded)}; use weights of this architecture, or --allow-partial to start from "
+                      "the rest")
 
 
 def load_start_weights(model: nn.Module, cfg: Config, meta: DataMeta) -> list[str]:
@@ -122,13 +177,19 @@ def load_start_weights(model: nn.Module, cfg: Config, meta: DataMeta) -> list[st
                                                f"{meta.num_classes} classes" if loaded.fresh_keys else
                                                "; classifier loaded (same number of classes)")]
         if loaded.adapted_keys:
-            lines.append(f"{', '.join(loaded.adapted_keys)}: the 3-channel (RGB) filters summed over their input "
-                         f"channels for {meta.in_chans}-channel data (as timm's adapt_input_conv)")
+            lines.append(_adapted_line(loaded.adapted_keys, meta.in_chans))
         return lines
     if m.init_from:
-        return [load_initial_weights(model, m.init_from, trust=cfg.runtime.trust_checkpoint, arch=m.name,
-                                     classes=meta.classes)]
+        report, adapted = _init_from(model, m.init_from, trust=cfg.runtime.trust_checkpoint, arch=m.name,
+                                     classes=meta.classes, allow_partial=m.allow_partial, frozen=m.freeze_backbone)
+        return [report] + ([_adapted_line(adapted, meta.in_chans)] if adapted else [])
     return []
+
+
+def _adapted_line(keys, in_chans: int) -> str:
+    how = "summed over their input channels" if in_chans == 1 else "repeated and scaled by 3/channels"
+    return (f"{', '.join(keys)}: the 3-channel (RGB) filters {how} for {in_chans}-channel data "
+            "(as timm's adapt_input_conv)")
 
 
 def start_normalization(cfg: Config, in_chans: int) -> tuple[tuple[float, ...], tuple[float, ...], str] | None:
@@ -141,6 +202,7 @@ def start_normalization(cfg: Config, in_chans: int) -> tuple[tuple[float, ...], 
     if m.pretrained:
         entry = _entry(m.pretrained, m.name)
         if entry is None or entry.preprocessing is None:
+            _note_unknown_stats(m.pretrained)
             return None
         pre = entry.preprocessing
         return stats_for_channels(tuple(pre.mean), in_chans), stats_for_channels(tuple(pre.std), in_chans), entry.tag
@@ -152,7 +214,13 @@ def start_normalization(cfg: Config, in_chans: int) -> tuple[tuple[float, ...], 
     if entry is not None and entry.preprocessing is not None:
         pre = entry.preprocessing
         return stats_for_channels(tuple(pre.mean), in_chans), stats_for_channels(tuple(pre.std), in_chans), entry.tag
+    _note_unknown_stats(m.init_from)
     return None
+
+
+def _note_unknown_stats(spec: str) -> None:
+    log.info("normalising with the dataset's mean/std: %s does not say which statistics its weights were trained "
+             "with (a cnnzoo checkpoint or a registered weights file does)", Path(spec).name)
 
 
 def publisher_options(cfg: Config) -> dict[str, Any]:

@@ -16,6 +16,7 @@ A source of clean images is a folder or a .tar/.tar.gz; test sets are its sub-fo
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import zlib
@@ -23,11 +24,13 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, Iterator, Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
+from .._text import count
 from ..data.decode import IMAGE_EXTENSIONS, decode_image, match_channels
 from ..data.folder import image_files, is_archive
 from ..data.loader import derive_seed, epoch_permutation
@@ -37,6 +40,8 @@ from ..engine.runtime import Runtime
 from ..errors import CnnzooError, DataError
 
 PAPER_SCALES = (1.0, 0.9, 0.8, 0.7)
+
+log = logging.getLogger(__name__)
 
 
 class DenoiseDataError(CnnzooError):
@@ -121,14 +126,40 @@ def load_image(source: str | os.PathLike | bytes, channels: int = 1) -> torch.Te
     """A (C, H, W) float image in [0, 1]: grey for channels=1, RGB for channels=3. Decoded as the
     classification data is (cnnzoo.data.decode: 16-bit scaled, transparency composited on white,
     float images scaled or refused), so both tasks see the same pixels."""
+    return _load(source, channels)[0]
+
+
+def _load(source: str | os.PathLike | bytes, channels: int) -> tuple[torch.Tensor, bool]:
+    """(load_image's image, whether the file had colour that a grey image lost)."""
     if channels not in (1, 3):
         raise ValueError(f"channels must be 1 (grey) or 3 (RGB), got {channels}")
     try:
-        arr = match_channels(decode_image(source if isinstance(source, bytes) else str(source)), channels)
+        decoded = decode_image(source if isinstance(source, bytes) else str(source))
+        arr = match_channels(decoded, channels)
     except (OSError, ValueError, SyntaxError) as err:
         name = "image bytes" if isinstance(source, bytes) else str(source)
         raise DenoiseDataError(f"cannot read {name}: {err}") from None
-    return torch.from_numpy(arr.copy()).float().div_(255.0).permute(2, 0, 1).contiguous()
+    lost = channels == 1 and has_colour(decoded)
+    return torch.from_numpy(arr.copy()).float().div_(255.0).permute(2, 0, 1).contiguous(), lost
+
+
+def has_colour(array: np.ndarray) -> bool:
+    """Whether an H x W x C image has colour (an RGB file whose three channels are equal is grey)."""
+    return array.shape[2] >= 3 and not (np.array_equal(array[..., 0], array[..., 1])
+                                        and np.array_equal(array[..., 1], array[..., 2]))
+
+
+def load_image_for(source: str | os.PathLike, channels: int, what: str) -> torch.Tensor:
+    """load_image, warning when a colour image is reduced to grey for a one-channel model (`what`
+    names the model), and noting when a grey image is repeated for a colour one."""
+    image, lost = _load(source, channels)
+    if lost:
+        log.warning("%s is a colour image; %s denoises one channel, so it is converted to grey and so is the result "
+                    "(denoise colour with a colour model, e.g. a `cnnzoo train --task denoise --model dncnn_color` "
+                    "checkpoint)", source, what)
+    elif channels == 3 and not has_colour(decode_image(str(source))):
+        log.info("%s is grey; the colour model %s denoises it as three equal channels", source, what)
+    return image
 
 
 def save_image(image: torch.Tensor, path: str | os.PathLike) -> None:
@@ -168,7 +199,13 @@ def image_sets(source: str | os.PathLike) -> dict[str, dict[str, bytes | Path]]:
 
 
 def read_images(files: dict[str, bytes | Path], channels: int = 1) -> list[tuple[str, torch.Tensor]]:
-    return [(name, load_image(payload, channels)) for name, payload in files.items()]
+    """(name, image) of every file; one warning when colour images were reduced to grey."""
+    loaded = [(name, *_load(payload, channels)) for name, payload in files.items()]
+    reduced = [name for name, _, lost in loaded if lost]
+    if reduced:
+        log.warning("%d of %d images (%s%s) are colour and were converted to grey for a one-channel model",
+                    len(reduced), len(loaded), reduced[0], ", ..." if len(reduced) > 1 else "")
+    return [(name, image) for name, image, _ in loaded]
 
 
 def read_image_set(source: str | os.PathLike, subset: str | None = None,
@@ -386,7 +423,7 @@ class DenoiseReport:
             lines = [f"  {r.name:<{width}}  noisy {r.psnr_noisy:6.2f} dB  denoised {r.psnr:6.2f} dB"
                      + (f"  SSIM {r.ssim:.4f}" if r.ssim is not None else "") for r in self.images]
         ssim_text = f"  SSIM {self.ssim:.4f}" if self.ssim is not None else ""
-        lines.append(f"{self.set_name or 'images'}: {len(self.images)} images, sigma {self.sigma:g}: "
+        lines.append(f"{self.set_name or 'images'}: {count(len(self.images), 'image')}, sigma {self.sigma:g}: "
                      f"PSNR {self.psnr:.2f} dB (noisy {self.psnr_noisy:.2f} dB){ssim_text}")
         return "\n".join(lines)
 
@@ -455,13 +492,19 @@ class DenoiseSetsReport:
     def lines(self, per_image: bool = False) -> list[str]:
         return [report.format(per_image) for report in self.sets]
 
+    def to_dict(self) -> dict:
+        return {"sets": {r.set_name or "images": {"images": len(r.images), "sigma": r.sigma, "psnr": r.psnr,
+                                                  "psnr_noisy": r.psnr_noisy, "ssim": r.ssim} for r in self.sets}}
+
+    def summary_rows(self) -> list[dict]:
+        """One row per test set, for `cnnzoo eval --format csv`."""
+        return [{"set": name, **values} for name, values in self.to_dict()["sets"].items()]
+
     def write(self, out_dir: Path, evaluation: Any) -> list[Path]:
         out_dir.mkdir(parents=True, exist_ok=True)
         path = out_dir / "metrics.json"
-        sets = {r.set_name or "images": {"images": len(r.images), "sigma": r.sigma, "psnr": r.psnr,
-                                         "psnr_noisy": r.psnr_noisy, "ssim": r.ssim} for r in self.sets}
         path.write_text(json.dumps(dict(checkpoint=evaluation.checkpoint, model=evaluation.model,
-                                        dataset=evaluation.dataset, metrics=evaluation.metrics, sets=sets),
+                                        dataset=evaluation.dataset, metrics=evaluation.metrics, **self.to_dict()),
                                    indent=2) + "\n")
         return [path]
 

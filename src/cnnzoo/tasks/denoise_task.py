@@ -29,6 +29,7 @@ from typing import Any, Iterable, Literal
 import torch
 from torch import nn
 
+from .._text import count
 from ..engine.config import Config, ConfigError, from_dict
 from ..engine.inference import describe_checkpoint, model_from_checkpoint, read_checkpoint
 from ..engine.task import DataMeta, LossFn, Task, TaskData, register_task
@@ -166,8 +167,8 @@ class DenoiseTask(Task):
         return TaskData(train, val, test, meta=meta)
 
     def build_eval_data(self, cfg: Config, meta: DataMeta, device: torch.device, *, dataset: str | None = None,
-                        split: str = "test") -> tuple[Iterable, str]:
-        if split != "test":
+                        split: str | None = None) -> tuple[Iterable, str]:
+        if split not in (None, "test"):
             raise CnnzooError("a denoising checkpoint is evaluated on its test sets; leave out --split "
                               "(it is for classification)")
         source = dataset or meta.dataset
@@ -266,7 +267,7 @@ def load_denoiser(path: str | Path, *, trust: bool = False,
         obj, refused = None, err
     if is_official_dncnn(obj):
         model = dncnn_from_stub(obj, source=str(path)).to(device)
-        return model, f"{path}: official DnCNN weights (depth {model.depth}, {model.in_chans} channel(s))"
+        return model, f"{path}: official DnCNN weights (depth {model.depth}, {count(model.in_chans, 'channel')})"
     try:
         ckpt = read_checkpoint(path, trust=trust)
     except CnnzooError:

@@ -95,8 +95,8 @@ def classifier_outputs(ckpt: dict, model: torch.nn.Module | None = None, split: 
     cfg = checkpoint_config(ckpt)
     runtime = Runtime.from_config(cfg.runtime, str(next(model.parameters()).device) if model is not None else None)
     cfg = runtime.stamp(cfg)
-    loader, _ = get_task("classify").build_eval_data(cfg, DataMeta.from_dict(ckpt["meta"]), runtime.device,
-                                                      split=split)
+    loader = get_task("classify").build_eval_data(cfg, DataMeta.from_dict(ckpt["meta"]), runtime.device,
+                                                   split=split)[0]
     model = model if model is not None else runtime.place(model_from_checkpoint(ckpt))
     collector = run_evaluator(model, loader, _LogitsCollector(), runtime, Progress("off"), split)
     return ClassifierOutputs(loader.images.cpu(), loader.labels.cpu(), torch.cat(collector.logits),

@@ -31,7 +31,7 @@ from torch import nn
 from .. import models as _models  # noqa: F401  (registers the architectures)
 from .._limits import check_backed, check_torch_file
 from ..registry import create_model, model_info, stats_for_channels
-from . import akamaster
+from . import akamaster, converters
 from .catalogue import ENTRIES, default_weights, get_weights
 from .classes import class_names
 from .converters import State, check_state, converter_for, sources_for, state_problems
@@ -181,15 +181,34 @@ def _loosened(expected: Mapping[str, torch.Tensor], state: State, loose: frozens
     """`expected` with the shapes of `loose` keys and adaptable input convolutions taken from `state`."""
     out = dict(expected)
     for key, value in state.items():
-        if key in out and (key in loose or _adaptable(out[key], value)):
+        if key in out and (key in loose or adaptable_input_conv(out[key], value)):
             out[key] = value
     return out
 
 
-def _adaptable(want: torch.Tensor, have: torch.Tensor) -> bool:
+def adaptable_input_conv(want: torch.Tensor, have: torch.Tensor) -> bool:
     """A conv weight that differs only in its input channels, from 3 (RGB) to any other count."""
     return (want.ndim == 4 and have.ndim == 4 and have.shape[1] == 3 and want.shape[1] != 3
             and want.shape[0] == have.shape[0] and want.shape[2:] == have.shape[2:])
+
+
+def renamings(state: State, arch: str) -> list[tuple[str, State]]:
+    """(publisher, the state renamed by that publisher's converter) for every converter, the
+    architecture's family's first: for loading a file by name when no converter fits it exactly
+    (a timm SE-ResNet's `se.*` names into a ResNet built with attn_layer="se")."""
+    family = model_info(arch)["family"]
+    order = sorted(converters.CONVERTERS, key=lambda key: key[1] != family)
+    out, seen = [], set()
+    for source, fam in order:
+        convert = converter_for(source, fam)
+        if convert in seen:
+            continue
+        seen.add(convert)
+        try:
+            out.append((f"{source} names", convert(state)))
+        except (KeyError, ValueError, IndexError, AttributeError, WeightsError):
+            continue  # a converter that reads a layout from the keys and finds none of its own
+    return out
 
 
 def adapt_input_conv(in_chans: int, weight: torch.Tensor) -> torch.Tensor:
@@ -257,7 +276,7 @@ def load_pretrained(model: nn.Module, spec: Any, *, arch: str, head: str = "keep
     if head == "auto":
         head = "drop" if any(k in state and state[k].shape != expected[k].shape for k in heads) else "keep"
     fresh = sorted(heads) if head == "drop" else []
-    adapted = sorted(k for k, v in state.items() if k in expected and k not in fresh and _adaptable(expected[k], v))
+    adapted = sorted(k for k, v in state.items() if k in expected and k not in fresh and adaptable_input_conv(expected[k], v))
     state = {k: adapt_input_conv(expected[k].shape[1], v) if k in adapted else v
              for k, v in state.items() if k not in fresh}
     check_state({k: v for k, v in expected.items() if k not in fresh}, state, f"{path} as {arch}")
