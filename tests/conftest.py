@@ -9,6 +9,10 @@ from torch import nn
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED = REPO_ROOT.parent / "shared"
 
+# CLI subprocesses inherit this: `cnnzoo train` and `cnnzoo eval` then need not start themselves
+# again to get OpenMP's passive wait policy (cnnzoo.cli.main); it is what they would set.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 if os.environ.get("PYTEST_XDIST_WORKER"):
     # Each xdist worker gets a core; more threads per worker only oversubscribe.
     torch.set_num_threads(1)
@@ -63,3 +67,18 @@ def reference_libs():
 
 
 _SCHEMA_LIBS: list = []  # keeps the op-schema library alive for the session
+
+
+@pytest.fixture(scope="session")
+def digits_run(tmp_path_factory) -> Path:
+    """A tiny trained run (LeNet-5 on the digits, 2 steps), made once per session: its last.pt is
+    a real checkpoint for the tests that mutate or craft checkpoints."""
+    from cnnzoo.engine.config import config_from_dict
+    from cnnzoo.engine.progress import Progress
+    from cnnzoo.engine.trainer import train
+
+    out = tmp_path_factory.mktemp("digits-run") / "run"
+    cfg = config_from_dict({"schedule": {"epochs": 1, "max_steps": 2},
+                            "runtime": {"out": str(out), "progress": "off", "report": False, "tensorboard": False}})
+    train(cfg, progress=Progress("off"))
+    return out

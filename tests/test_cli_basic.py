@@ -25,7 +25,7 @@ def test_list_with_pattern():
     lines = out.stdout.splitlines()
     assert lines[0].split() == ["name", "family", "input", "params", "paper"]
     assert any(line.startswith("lenet5 ") and "61,706" in line and "LeCun et al. 1998" in line for line in lines)
-    assert "2 model(s)" in out.stdout
+    assert "2 models" in out.stdout  # issue 16: "1 model", "2 models"
 
 
 def test_info_shows_paper():

@@ -18,24 +18,29 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def test_train_subprocess_off_a_terminal(tmp_path):
-    """Off a terminal (pipes) the progress is plain lines; the run ends with the test accuracy."""
+    """Off a terminal (pipes) the progress is plain lines on stderr; the results (banner, epoch table,
+    test accuracy) are on stdout (issue 16)."""
     out = subprocess.run([sys.executable, "-m", "cnnzoo", "train", "--epochs", "3", "--out", str(tmp_path / "run")],
                          capture_output=True, text=True, timeout=180, cwd=REPO,
                          env={**os.environ, "OMP_NUM_THREADS": "1", "TERM": "dumb", "COLUMNS": ""})
     assert out.returncode == 0, out.stderr
-    text = out.stderr
-    assert "run directory: " in text and "model: lenet5, 61,706 parameters" in text
+    text = out.stdout
+    assert "run directory: " in text and "model: lenet5 (LeCun et al. 1998)" in text and "parameters: 61,706" in text
     assert re.search(r"^epoch 3/3 \| train loss [\d.]+ acc [\d.]+% \| val loss", text, re.M)
+    progress = out.stderr.splitlines()  # at least one line per epoch, with the epoch's and the run's ETA
+    for epoch in (1, 2, 3):
+        assert any(re.match(rf"epoch {epoch}/3 \d+/\d+ loss .* img/s eta \d+:\d\d", line) for line in progress)
+    assert "epoch 1/3 |" not in out.stderr and "test (" not in out.stderr
     match = re.search(r"^test \(best\.pt, epoch \d, chosen on val_acc [\d.]+%\): loss [\d.]+, acc ([\d.]+)%",
                       text, re.M)
     assert match and float(match.group(1)) > 80
-    assert "\r" not in text  # no bar redraws in a log file
+    assert "\r" not in text + out.stderr  # no bar redraws in a log file
     assert (tmp_path / "run" / "best.pt").is_file()
 
 
 def test_progress_bars_forced_off_a_terminal_do_not_crash(tmp_path, capsys):
     assert main(["train", "--epochs", "1", "--progress", "bar", "--out", str(tmp_path / "r")]) == 0
-    assert "test (best.pt" in capsys.readouterr().err
+    assert "test (best.pt" in capsys.readouterr().out
 
 
 def _folder(root: Path, layout: dict[str, int]) -> Path:
@@ -58,15 +63,15 @@ BAD_INPUTS = {
     "missing dataset path": (["--data", "/no/such/folder"], "dataset path /no/such/folder does not exist"),
     "unknown dataset name": (["--data", "cifar11"], "unknown dataset 'cifar11': did you mean cifar10"),
     "unknown model": (["--model", "resnet21_cifar"], "unknown model 'resnet21_cifar'; did you mean"),
-    "option the model lacks": (["--drop-path-rate", "0.1"], "regularization.drop_path_rate: model 'lenet5'"),
+    "option the model lacks": (["--drop-path-rate", "0.1"], "--drop-path-rate: model 'lenet5'"),  # issue 16: flags
     "empty class folder": (["--data", "EMPTY", "--workers", "0"], "class folder EMPTY/train/b has no images"),
     "train/val class mismatch": (["--data", "MISMATCH", "--workers", "0"],
                                  "train/val class mismatch in MISMATCH: val lacks ['b']"),
     "resume another architecture": (["--resume", "RUN", "--model", "resnet20_cifar"],
-                                    "cannot resume RUN/last.pt: model.name: 'lenet5' in the checkpoint, "
+                                    "cannot resume RUN/last.pt: --model: 'lenet5' in the checkpoint, "
                                     "'resnet20_cifar' now"),
     "init from another architecture": (["--model", "resnet20_cifar", "--init-from", "RUN/last.pt"],
-                                       "model.init_from: no tensor of RUN/last.pt fits this model "
+                                       "--init-from: no tensor of RUN/last.pt fits this model "
                                        "(it is a checkpoint of 'lenet5')"),
     "resume nothing": (["--resume", "NOWHERE"], "run directory NOWHERE does not exist"),
     "out holds a run": (["--out", "RUN"], "RUN already holds a run; continue it with `cnnzoo train --resume RUN`"),
@@ -75,7 +80,7 @@ BAD_INPUTS = {
     "10-crop larger than images": (["--tta", "tencrop", "--set", "eval.crop_size=40", "--epochs", "1"],
                                    "eval.crop_size: a 40px 10-crop does not fit in 32x32 images"),
     "mixup on denoising": (["--task", "denoise", "--mixup", "0.2"],
-                           "regularization.mixup_alpha: needs a classification"),
+                           "--mixup: needs a classification"),
 }
 
 
@@ -121,7 +126,7 @@ def test_checkpoint_resumed_by_the_cli_continues(lenet_run, tmp_path, capsys):
         if f.is_file():
             (run / f.name).write_bytes(f.read_bytes())
     assert main(["train", "--resume", str(run), "--epochs", "2", "--progress", "log"]) == 0
-    err = capsys.readouterr().err
-    assert f"resuming from {run}/last.pt: epoch 2, batch 0, step 21" in err
-    assert "epoch 2/2" in err and "epoch 1/2" not in err
+    out = capsys.readouterr().out
+    assert f"resuming from {run}/last.pt: epoch 2, batch 0, step 21" in out
+    assert "epoch 2/2" in out and "epoch 1/2" not in out
     assert torch.load(run / "last.pt", weights_only=True, map_location="cpu")["epoch"] == 2

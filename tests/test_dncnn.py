@@ -336,6 +336,6 @@ def test_non_finite_validation_stops_like_a_non_finite_loss(tmp_path, capsys):
     err = capsys.readouterr().err
     last = err.strip().splitlines()[-1]
     assert last.startswith("cnnzoo train: stopped: non-finite validation metrics (psnr nan")
-    assert "after epoch 1" in last and "not selected as best" in last and "Lower optim.lr" in last
+    assert "after epoch 1" in last and "not selected as best" in last and "Lower --lr" in last
     assert "no validation split" not in err and "Traceback" not in err
     assert not (run / "best.pt").exists() and not (run / "last.pt").exists()

@@ -143,8 +143,9 @@ def test_eval_and_predict_cli(trained, digits, tmp_path):
     _write_images(tmp_path / "imgs", digits, n=2)
     out = cnnzoo("predict", str(trained.run_dir / "best.pt"), str(tmp_path / "imgs"), "--topk", "2")
     assert out.returncode == 0, out.stderr
-    lines = out.stdout.strip().splitlines()
-    assert len(lines) == 3 and all(line.count("%") == 2 for line in lines)
+    lines = out.stdout.strip().splitlines()  # a header, a rule and one row per image (issue 16: --format table)
+    assert lines[0].split() == ["image", "top-1", "top-2"] and len(lines) == 2 + 3  # 2 grey images + 1 RGB
+    assert all(line.count("%") == 2 for line in lines[2:])
     out = cnnzoo("eval", str(trained.run_dir / "best.pt"), "--model", "resnet20_cifar")
     assert out.returncode == 2 and "is a checkpoint of 'lenet5', not 'resnet20_cifar'" in out.stderr
     assert len(out.stderr.strip().splitlines()) == 1

@@ -47,4 +47,4 @@ def test_a_wheel_installed_without_the_checkout_trains_from_a_shipped_recipe(tmp
                           "--out", str(tmp_path / "run"), "--progress", "off"], cwd=tmp_path, env=env,
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
-    assert "test (" in out.stderr and (tmp_path / "run" / "best.pt").is_file()
+    assert "test (" in out.stdout and (tmp_path / "run" / "best.pt").is_file()

@@ -62,8 +62,8 @@ def test_signal_saves_prints_resume_command_and_exits(tmp_path, sig, code):
                               capture_output=True, text=True, timeout=120, cwd=REPO,
                               env={**os.environ, "OMP_NUM_THREADS": "1"})
         assert done.returncode == 0, done.stderr
-        assert f"resuming from {out / 'last.pt'}" in done.stderr
-        assert re.search(r"test \(best\.pt, epoch \d+, chosen on val_acc", done.stderr)
+        assert f"resuming from {out / 'last.pt'}" in done.stdout
+        assert re.search(r"test \(best\.pt, epoch \d+, chosen on val_acc", done.stdout)
 
 
 def test_second_ctrl_c_exits_at_once_leaving_loadable_checkpoints(tmp_path):

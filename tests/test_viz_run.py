@@ -246,7 +246,7 @@ def test_cnnzoo_train_draws_the_report_unless_told_not_to(tmp_path, capsys):
     from cnnzoo.cli.main import main
 
     assert main(["train", "--epochs", "1", "--out", str(tmp_path / "with"), "--progress", "off"]) == 0
-    assert "report: " in capsys.readouterr().err
+    assert "report: " in capsys.readouterr().out
     assert (tmp_path / "with" / "report.html").is_file() and (tmp_path / "with" / "plots" / "curves.png").is_file()
     recorded = (tmp_path / "with" / "command.txt").read_text()
     assert recorded == f"cnnzoo train --epochs 1 --out {tmp_path / 'with'} --progress off\n"

@@ -14,7 +14,7 @@ from __future__ import annotations
 import difflib
 import fnmatch
 import inspect
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, Callable
 
@@ -161,9 +161,14 @@ def _entry(name: str) -> ModelEntry:
 
 
 def create_model(
-    name: str, *, num_classes: int | None = None, in_chans: int | None = None, **kwargs: Any
+    name: str, *, num_classes: int | None = None, in_chans: int | None = None, features_only: bool = False,
+    out_indices: int | Sequence[int] | None = None, **kwargs: Any
 ) -> nn.Module:
-    """Build a registered model by name; options are keyword-only and checked by name."""
+    """Build a registered model by name; options are keyword-only and checked by name.
+
+    `features_only=True` returns the backbone alone: a module whose forward gives the feature
+    maps of the stages at `out_indices` (all by default), with their `feature_info` (timm's API).
+    """
     entry = _entry(name)
     if num_classes is not None:
         kwargs["num_classes"] = num_classes
@@ -178,6 +183,12 @@ def create_model(
         cfg = cfg.replace(input_size=(in_chans, *cfg.input_size[1:]), mean=stats_for_channels(cfg.mean, in_chans),
                           std=stats_for_channels(cfg.std, in_chans))
     model.default_cfg = cfg.replace(**getattr(model, "cfg_overrides", {}))
+    if features_only:
+        if not callable(getattr(model, "as_backbone", None)):
+            raise UnknownOptionError(f"model {name!r} has no feature maps to return (features_only)")
+        return model.as_backbone(out_indices)
+    if out_indices is not None:
+        raise UnknownOptionError(f"model {name!r}: out_indices needs features_only=True")
     return model
 
 
@@ -226,6 +237,16 @@ def list_models(
 
 def list_families() -> list[str]:
     return sorted({entry.family for entry in _REGISTRY.values()})
+
+
+def cite(paper: dict[str, Any], *, full: bool = False) -> str:
+    """'He et al. 2016' of a model_info paper; with `full` the title and arXiv id as well."""
+    authors = [a.strip() for a in paper["authors"].split(",") if a.strip()]
+    lead = f"{authors[0]} et al." if len(authors) > 2 else " & ".join(authors) or "?"
+    text = f"{lead} {paper['year']}"
+    if full:
+        text += f", {paper['title']}" + (f", arXiv {paper['arxiv']}" if paper["arxiv"] else "")
+    return text
 
 
 def model_info(name: str) -> dict[str, Any]:

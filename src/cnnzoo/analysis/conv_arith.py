@@ -9,14 +9,24 @@ padding p and dilation d:
                 per output position; 1 MAC = 2 FLOPs; the bias adds no multiply)
 A depthwise convolution is g = C_in with C_out = K * C_in (K the depth multiplier); a
 depthwise-separable one is a depthwise KxK followed by a pointwise 1x1 to C_out, costing
-1/C_out + 1/k^2 of the standard convolution (Howard et al. 2017, equation 5).
+1/C_out + 1/k^2 of the standard convolution (Howard et al. 2017, equation 5); with a stride,
+the pointwise step runs on the depthwise step's (smaller) output.
+
+"Same" padding (`padding=None`) at stride 1 is PyTorch's `padding='same'`: d(k-1) pixels in
+all, half before and the rest after (one more after for an even span such as a 2x2 kernel),
+so the output keeps the input's size. PyTorch refuses `padding='same'` at stride > 1; there
+`padding=None` means d(k-1)//2 on each side, the padding cnnzoo's layers use (ConvNormAct),
+giving floor((n - 1)/s) + 1 outputs for an odd span.
+A fully connected layer from an H x W x C input to N neurons has N * H * W * C weights and as
+many MACs (`LinearSpec`): the arithmetic a convolution's weight sharing avoids.
 
 `check_against_torch` builds the same `torch.nn.Conv2d` and compares every number.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import warnings
+from dataclasses import dataclass, field
 from typing import Sequence
 
 import torch
@@ -33,20 +43,34 @@ def _pair(value: int | Sequence[int]) -> tuple[int, int]:
     return pair  # type: ignore[return-value]
 
 
-def output_size(size: int, kernel: int, stride: int = 1, padding: int = 0, dilation: int = 1) -> int:
-    """Output length along one axis: floor((n + 2p - d(k-1) - 1) / s) + 1."""
-    out = (size + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1
+def output_size(size: int, kernel: int, stride: int = 1, padding: int = 0, dilation: int = 1,
+                padding_after: int | None = None) -> int:
+    """Output length along one axis: floor((n + p_before + p_after - d(k-1) - 1) / s) + 1
+    (p_after defaults to p_before: floor((n + 2p - d(k-1) - 1) / s) + 1)."""
+    after = padding if padding_after is None else padding_after
+    out = (size + padding + after - dilation * (kernel - 1) - 1) // stride + 1
     if out < 1:
+        pads = f"2 x {padding}" if after == padding else f"{padding} + {after}"
         raise ValueError(
             f"a {kernel}-tap kernel with dilation {dilation} spans {dilation * (kernel - 1) + 1} pixels, "
-            f"more than the padded input ({size} + 2 x {padding})"
+            f"more than the padded input ({size} + {pads})"
         )
     return out
 
 
+def same_padding(kernel: int, dilation: int = 1, stride: int = 1) -> tuple[int, int]:
+    """(before, after) padding of "same" along one axis: PyTorch's padding='same' at stride 1
+    (d(k-1) in all, the odd pixel after), d(k-1)//2 on each side at a larger stride."""
+    total = dilation * (kernel - 1)
+    if stride > 1:
+        return total // 2, total // 2
+    return total // 2, total - total // 2
+
+
 @dataclass(frozen=True)
 class ConvSpec:
-    """One convolution layer. `padding=None` means "same" for stride 1 (d(k-1)/2 per side)."""
+    """One convolution layer. `padding=None` means "same" (see `same_padding`); `padding` is
+    then the padding before the first pixel and `padding_after` the one after the last."""
 
     in_chs: int
     out_chs: int
@@ -57,15 +81,20 @@ class ConvSpec:
     groups: int = 1
     bias: bool = False
     label: str = "conv"
+    padding_after: tuple[int, int] = field(default=(0, 0), init=False)
+    same: bool = field(default=False, init=False)
 
     def __post_init__(self) -> None:
         for name in ("kernel_size", "stride", "dilation"):
             object.__setattr__(self, name, _pair(getattr(self, name)))
         if self.padding is None:
-            pad = tuple(d * (k - 1) // 2 for k, d in zip(self.kernel_size, self.dilation))
-            object.__setattr__(self, "padding", pad)
+            pads = [same_padding(k, d, s) for k, d, s in zip(self.kernel_size, self.dilation, self.stride)]
+            object.__setattr__(self, "padding", tuple(p[0] for p in pads))
+            object.__setattr__(self, "padding_after", tuple(p[1] for p in pads))
+            object.__setattr__(self, "same", True)
         else:
             object.__setattr__(self, "padding", _pair(self.padding))
+            object.__setattr__(self, "padding_after", self.padding)
         if min(self.in_chs, self.out_chs, self.groups) < 1:
             raise ValueError("channels and groups must be positive")
         if self.in_chs % self.groups or self.out_chs % self.groups:
@@ -87,9 +116,14 @@ class ConvSpec:
         """The span of the dilated kernel, d(k-1)+1, per axis."""
         return tuple(d * (k - 1) + 1 for k, d in zip(self.kernel_size, self.dilation))  # type: ignore[return-value]
 
+    @property
+    def symmetric(self) -> bool:
+        return self.padding == self.padding_after
+
     def output_size(self, size: tuple[int, int]) -> tuple[int, int]:
-        return tuple(output_size(n, k, s, p, d) for n, k, s, p, d in
-                     zip(size, self.kernel_size, self.stride, self.padding, self.dilation))  # type: ignore[return-value]
+        return tuple(output_size(n, k, s, p, d, a) for n, k, s, p, d, a in
+                     zip(size, self.kernel_size, self.stride, self.padding, self.dilation,
+                         self.padding_after))  # type: ignore[return-value]
 
     def macs(self, size: tuple[int, int]) -> int:
         h, w = self.output_size(size)
@@ -97,7 +131,9 @@ class ConvSpec:
         return h * w * c_out * c_in * kh * kw
 
     def to_torch(self) -> nn.Conv2d:
-        return nn.Conv2d(self.in_chs, self.out_chs, self.kernel_size, self.stride, self.padding,
+        # Uneven padding only comes from "same" at stride 1, which PyTorch spells padding='same'.
+        padding = self.padding if self.symmetric else "same"
+        return nn.Conv2d(self.in_chs, self.out_chs, self.kernel_size, self.stride, padding,
                          self.dilation, self.groups, bias=self.bias)
 
 
@@ -121,8 +157,42 @@ def depthwise_separable(in_chs: int, out_chs: int, kernel_size: int | Sequence[i
     """The depthwise KxK step (carrying stride/dilation/padding) and the pointwise 1x1 step."""
     dw = depthwise(in_chs, kernel_size, multiplier=multiplier, stride=_pair(stride), dilation=_pair(dilation),
                    padding=None if padding is None else _pair(padding), bias=bias)
-    pw = ConvSpec(in_chs * multiplier, out_chs, (1, 1), bias=bias, label="pointwise 1x1")
+    pw = ConvSpec(in_chs * multiplier, out_chs, (1, 1), padding=0, bias=bias, label="pointwise 1x1")
     return dw, pw
+
+
+def chain_input_sizes(specs: Sequence[ConvSpec], size: tuple[int, int] | None) -> list[tuple[int, int] | None]:
+    """The input size each layer of a chain sees (after the strides of the layers before it)."""
+    sizes, current = [], size
+    for spec in specs:
+        sizes.append(current)
+        current = spec.output_size(current) if current is not None else None
+    return sizes
+
+
+@dataclass(frozen=True)
+class LinearSpec:
+    """A fully connected layer from `in_features` inputs (an image flattened) to `out_features` neurons."""
+
+    in_features: int
+    out_features: int
+    bias: bool = False
+    label: str = "fully connected"
+
+    @property
+    def weight_shape(self) -> tuple[int, int]:
+        return (self.out_features, self.in_features)
+
+    @property
+    def params(self) -> int:
+        return self.out_features * self.in_features + (self.out_features if self.bias else 0)
+
+    @property
+    def macs(self) -> int:
+        return self.out_features * self.in_features
+
+    def to_torch(self) -> nn.Linear:
+        return nn.Linear(self.in_features, self.out_features, bias=self.bias)
 
 
 @dataclass(frozen=True)
@@ -154,21 +224,29 @@ def chain_stats(label: str, specs: Sequence[ConvSpec], size: tuple[int, int] | N
     return ConvStats(label, None, sum(s.params for s in specs), macs if size else None, shape)
 
 
-def check_against_torch(spec: ConvSpec, size: tuple[int, int] = (16, 16)) -> dict[str, tuple]:
-    """Build `spec` as torch.nn.Conv2d, run a zero image of `size` through it, and return the
-    mismatches as {quantity: (ours, torch's)} (empty when every number agrees)."""
-    conv = spec.to_torch()
-    x = torch.zeros(1, spec.in_chs, *size)
-    with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        y = conv(x)
+def check_against_torch(spec: ConvSpec | LinearSpec, size: tuple[int, int] = (16, 16)) -> dict[str, tuple]:
+    """Build `spec` as torch.nn.Conv2d (or nn.Linear), run a zero input through it (an image of
+    `size`; a vector for a linear layer), and return the mismatches as {quantity: (ours,
+    torch's)} (empty when every number agrees)."""
+    if isinstance(spec, LinearSpec):
+        x = torch.zeros(1, spec.in_features)
+        ours = dict(weight_shape=spec.weight_shape, params=spec.params, output_shape=(spec.out_features,),
+                    macs=spec.macs)
+    else:
+        x = torch.zeros(1, spec.in_chs, *size)
+        ours = dict(weight_shape=spec.weight_shape, params=spec.params,
+                    output_shape=(spec.out_chs, *spec.output_size(size)), macs=spec.macs(size))
+    layer = spec.to_torch()
+    with torch.no_grad(), FlopCounterMode(display=False) as counter, warnings.catch_warnings():
+        # padding='same' with an even span warns that it pads a copy of the input: expected here
+        warnings.filterwarnings("ignore", message="Using padding='same'")
+        y = layer(x)
     theirs = dict(
-        weight_shape=tuple(conv.weight.shape),
-        params=sum(p.numel() for p in conv.parameters()),
+        weight_shape=tuple(layer.weight.shape),
+        params=sum(p.numel() for p in layer.parameters()),
         output_shape=tuple(y.shape[1:]),
         macs=counter.get_total_flops() // 2,
     )
-    ours = dict(weight_shape=spec.weight_shape, params=spec.params,
-                output_shape=(spec.out_chs, *spec.output_size(size)), macs=spec.macs(size))
     return {k: (ours[k], theirs[k]) for k in ours if ours[k] != theirs[k]}
 
 

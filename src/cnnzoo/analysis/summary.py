@@ -39,22 +39,29 @@ class ModelSummary:
     trainable_params: int = 0
     macs: int = 0
     norm_statistics: int = 0  # BatchNorm running means and variances: buffers, not parameters
+    keras: bool = False  # print the totals as Keras counts them (see `keras_counts`)
 
     @property
     def flops(self) -> int:
         return 2 * self.macs
+
+    def keras_counts(self) -> tuple[int, int, int]:
+        """(total, trainable, non-trainable) as Keras' `model.summary()` counts them: BatchNorm's
+        moving mean and variance are "non-trainable params" there, buffers here."""
+        total = self.total_params + self.norm_statistics
+        return total, self.trainable_params, total - self.trainable_params
 
     def __str__(self) -> str:
         return format_summary(self)
 
 
 def summary(model: nn.Module, input_size: tuple[int, ...] | None = None, *, depth: int | None = None,
-            device: str | torch.device | None = None) -> ModelSummary:
+            device: str | torch.device | None = None, keras: bool = False) -> ModelSummary:
     """Run one image of `input_size` (C,H,W; default: the model's default_cfg) through `model`.
 
     `depth` limits the table to modules at most that deep (1 = the model's children); the
     totals always cover the whole model. The image is made on `device` (default: the
-    model's own device).
+    model's own device). `keras=True` prints the totals as Keras counts them.
     """
     input_size = input_size or default_input_size(model)
     x = torch.zeros((1, *input_size), device=device or model_device(model))
@@ -82,7 +89,7 @@ def summary(model: nn.Module, input_size: tuple[int, ...] | None = None, *, dept
         total_params=sum(p.numel() for p in params),
         trainable_params=sum(p.numel() for p in params if p.requires_grad),
         norm_statistics=norm_statistics(model),
-        macs=sum(counts.get("Global", {}).values()) // 2,
+        macs=sum(counts.get("Global", {}).values()) // 2, keras=keras,
     )
 
 
@@ -165,8 +172,23 @@ def format_summary(s: ModelSummary) -> str:
     rule = "-" * len(line(headers))
     out = [f"{s.model_name}  input {'x'.join(map(str, s.input_size))} (batch 1)", rule, line(headers), rule]
     out += [line(row) for row in table]
-    out += [
-        rule,
+    out += [rule] + (_keras_totals(s) if s.keras else _totals(s))
+    return "\n".join(out)
+
+
+def _keras_totals(s: ModelSummary) -> list[str]:
+    total, trainable, frozen = s.keras_counts()
+    return [
+        f"Total params:          {total:,}  (Keras' count: parameters + {s.norm_statistics:,} BatchNorm statistics)",
+        f"Trainable params:      {trainable:,}",
+        f"Non-trainable params:  {frozen:,}  (frozen parameters + BatchNorm moving means and variances)",
+        f"MACs:                  {s.macs:,}  ({s.macs / 1e6:,.2f} M)",
+        f"FLOPs (= 2 x MACs):    {s.flops:,}  ({s.flops / 1e9:,.3f} G)",
+    ]
+
+
+def _totals(s: ModelSummary) -> list[str]:
+    out = [
         f"Total params:          {s.total_params:,}",
         f"Trainable params:      {s.trainable_params:,}",
         f"Non-trainable params:  {s.total_params - s.trainable_params:,}"
@@ -179,7 +201,7 @@ def format_summary(s: ModelSummary) -> str:
         out += [f"BatchNorm statistics:  {s.norm_statistics:,}  (running means and variances: buffers, not parameters; "
                 f"Keras counts them as non-trainable params: {s.total_params + s.norm_statistics:,} in all, "
                 f"{frozen + s.norm_statistics:,} non-trainable)"]
-    return "\n".join(out)
+    return out
 
 
 def _trainable(row: LayerRow) -> str:

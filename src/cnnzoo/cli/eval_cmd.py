@@ -7,11 +7,14 @@ run's final test used; this module only parses the arguments and prints the repo
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
+from .._text import count
+from ..engine.config import check_image_size
 from ..engine.tta import TTA_MODES
 from ..errors import CnnzooError
-from .table import format_table
+from .table import add_format_argument, format_csv, format_json, format_table
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -30,9 +33,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="which images: the checkpoint's own data is split as its run split it; other data is taken "
                         "as it is (its test/ folder, val/ folder, or all of it). Default: the test split where there "
                         "is one, otherwise (data other than the run's, e.g. a folder of class folders) everything")
-    p.add_argument("--tta", choices=TTA_MODES, help="test-time augmentation (default: the run's eval.tta)")
+    p.add_argument("--tta", choices=TTA_MODES, help="test-time augmentation (default: the run's eval.tta); dense, "
+                                                    "crop144 and dense_multicrop are the papers' whole-image tests")
     p.add_argument("--crop-size", type=int, help="10-crop side in pixels (default 7/8 of the image side)")
     p.add_argument("--scales", help="multi-scale factors, comma-separated (default: the run's eval.scales)")
+    p.add_argument("--sizes", help="dense/crop144/dense_multicrop: shorter sides in pixels the whole image is "
+                                   "rescaled to, comma-separated (default: the paper's, scaled to the model's input)")
     p.add_argument("--image-size", type=int, help="resize the evaluated images to this size first")
     p.add_argument("--batch-size", type=int, help="default: the run's evaluation batch size")
     p.add_argument("--device", help="default: the run's device setting (auto: CUDA when there is one)")
@@ -40,6 +46,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", help="folder for the report files")
     p.add_argument("--trust-checkpoint", action="store_true",
                    help="allow pickled Python objects in the checkpoint (trusted files only)")
+    add_format_argument(p, "the results (csv: one summary row, one per test set for a denoiser; json: the "
+                           "metrics, per-class accuracy and the files written)")
     p.set_defaults(func=run)
 
 
@@ -55,20 +63,36 @@ def run(args: argparse.Namespace) -> int:
     else:
         raise CnnzooError("give a CHECKPOINT, or --model NAME --weights TAG_OR_FILE --data DATA")
     refuse_ignored_options(args, ckpt)
+    check_image_size(ckpt["model_name"], args.image_size, key="--image-size")
     result = evaluate_checkpoint(source, data=args.data, split=args.split, tta=args.tta,
-                                 crop_size=args.crop_size, scales=_scales(args.scales), batch_size=args.batch_size,
+                                 crop_size=args.crop_size, scales=_scales(args.scales), sizes=_sizes(args.sizes),
+                                 batch_size=args.batch_size,
                                  device=args.device, image_size=args.image_size, ckpt=ckpt)
     name = f"eval-{ckpt['model_name']}-{result.split}{suffix}" if args.weights else f"eval-{result.split}{suffix}"
     out = Path(args.out) if args.out else (Path("runs") if args.weights else Path(args.checkpoint).parent) / name
     result.files = result.report.write(out, result)
-    print(f"{'weights' if args.weights else 'checkpoint'}: {result.checkpoint} ({result.model})")
     if result.task == "classify":
-        print_classification(result)
         result.files += draw_classification(result.report, out)
+    wrote = f"wrote {', '.join(str(f) for f in result.files)}"
+    if args.format == "table":
+        print(f"{'weights' if args.weights else 'checkpoint'}: {result.checkpoint} ({result.model})")
+        if result.task == "classify":
+            print_classification(result)
+        else:
+            for line in result.report.lines():
+                print(line)
+        print(wrote)
+        return 0
+    header = {"checkpoint": result.checkpoint, "model": result.model, "task": result.task,
+              "dataset": result.dataset, "split": result.split}
+    if args.format == "json":
+        print(format_json({**header, "metrics": result.metrics, **result.report.to_dict(),
+                           "files": [str(f) for f in result.files]}))
     else:
-        for line in result.report.lines():
-            print(line)
-    print(f"wrote {', '.join(str(f) for f in result.files)}")
+        rows = [{**header, **row} for row in result.report.summary_rows()]
+        columns = list(dict.fromkeys(k for row in rows for k in row))
+        print(format_csv(columns, [[row.get(k, "") for k in columns] for row in rows]))
+    print(wrote, file=sys.stderr)  # stdout holds the one document
     return 0
 
 
@@ -115,24 +139,35 @@ def weights_as_checkpoint(args: argparse.Namespace) -> dict:
 
 def print_classification(result) -> None:
     report = result.report
-    which = f"all {report.images:,} images" if result.split == "all" else f"{result.split} split, {report.images:,} images"
+    which = f"all {count(report.images, 'image')}" if result.split == "all" else \
+        f"{result.split} split, {count(report.images, 'image')}"
     print(f"data: {result.dataset}, {which}, TTA: {report.tta}")
-    print(f"top-1 accuracy {100 * report.top1:.2f}%   top-5 accuracy {100 * report.top5:.2f}%   "
-          f"loss {report.loss:.4f}")
+    top5 = f"top-5 accuracy {100 * report.top5:.2f}%   " if report.top5 is not None else ""
+    print(f"top-1 accuracy {100 * report.top1:.2f}%   {top5}loss {report.loss:.4f}")
     rows = [[name, f"{n:,}", f"{100 * acc:.2f}%"] for name, n, acc in report.per_class if n]
     print(format_table(["class", "images", "accuracy"], rows, right_align={1, 2}))
     absent = sum(1 for _, n, _ in report.per_class if not n)
     if absent:
-        print(f"({absent} of the model's {len(report.per_class)} classes have no images in the data)")
+        print(f"({absent} of the model's {count(len(report.per_class), 'class', 'classes')} "
+              f"{'has' if absent == 1 else 'have'} no images in the data)")
 
 
-def _scales(text: str | None) -> list[float] | None:
+def _scales(text: str | None, flag: str = "--scales") -> list[float] | None:
     if text is None:
         return None
     try:
         values = [float(v) for v in text.split(",") if v.strip()]
     except ValueError:
-        raise CnnzooError(f"--scales: expected numbers separated by commas, got {text!r}") from None
+        raise CnnzooError(f"{flag}: expected numbers separated by commas, got {text!r}") from None
     if not values or any(v <= 0 for v in values):
-        raise CnnzooError(f"--scales: expected positive numbers, got {text!r}")
+        raise CnnzooError(f"{flag}: expected positive numbers, got {text!r}")
     return values
+
+
+def _sizes(text: str | None) -> list[int] | None:
+    values = _scales(text, "--sizes")
+    if values is None:
+        return None
+    if any(v != int(v) for v in values):
+        raise CnnzooError(f"--sizes: expected whole numbers of pixels, got {text!r}")
+    return [int(v) for v in values]

@@ -1,6 +1,7 @@
-"""`cnnzoo explain conv ...` and `cnnzoo explain receptive-field NAME`: the arithmetic of
-convolutions (weights, parameters, MACs, output size) and of receptive fields, with numbers
-checked against torch.nn.Conv2d. The picture topics (gradcam, attention, kernels, features,
+"""`cnnzoo explain conv ...`, `cnnzoo explain fc ...` and `cnnzoo explain receptive-field NAME`:
+the arithmetic of convolutions (weights, parameters, MACs, output size), of a fully connected
+layer against a convolution on the same image, and of receptive fields, with numbers checked
+against torch.nn.Conv2d / nn.Linear. The picture topics (gradcam, attention, kernels, features,
 depthwise) live in explain_viz.py."""
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                                "maps, dead depthwise kernels).")
     sub = parser.add_subparsers(dest="topic", metavar="TOPIC", required=True)
     _register_conv(sub)
+    _register_fc(sub)
     _register_rf(sub)
     register_topics(sub)
 
@@ -42,7 +44,9 @@ def _register_conv(sub: argparse._SubParsersAction) -> None:
                    help="output channels (with --depthwise: the pointwise step's; omit for a depthwise conv alone)")
     p.add_argument("--kernel", type=int, default=3, metavar="K", help="kernel size (default 3)")
     p.add_argument("--stride", type=int, default=1, metavar="S")
-    p.add_argument("--padding", type=int, metavar="P", help="default: 'same' padding, d*(k-1)/2")
+    p.add_argument("--padding", type=int, metavar="P",
+                   help="padding on each side (default: 'same': PyTorch's padding='same' at stride 1, "
+                        "d*(k-1)//2 per side at a larger stride, where PyTorch has no 'same')")
     p.add_argument("--dilation", type=int, default=1, metavar="D")
     p.add_argument("--groups", type=int, default=1, metavar="G")
     p.add_argument("--depthwise", action="store_true", help="depthwise (groups = C_in), separable when --out is given")
@@ -52,6 +56,21 @@ def _register_conv(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--example", action="store_true",
                    help="the worked example: an all-ones 3x3 kernel over the values 1..25")
     p.set_defaults(func=run_conv)
+
+
+def _register_fc(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("fc", help="a fully connected layer on an image against a convolution on it",
+                       description="Weights and MACs of a fully connected layer on a whole image (every neuron "
+                                   "has a weight per pixel and channel) next to a convolution on the same image "
+                                   "(one small kernel shared by every position), checked against torch.")
+    p.add_argument("--size", type=_parse_hw, default=(100, 100), metavar="H,W", help="image height,width (default 100,100)")
+    p.add_argument("--in", dest="in_chs", type=int, default=3, metavar="C", help="image channels (default 3)")
+    p.add_argument("--hidden", type=int, default=1, metavar="N", help="fully connected neurons (default 1)")
+    p.add_argument("--kernel", type=int, default=3, metavar="K", help="the convolution's kernel size (default 3)")
+    p.add_argument("--out", dest="out_chs", type=int, metavar="C_OUT",
+                   help="the convolution's output maps (default: as many as --hidden)")
+    p.add_argument("--bias", action="store_true", help="count a bias per neuron / output map")
+    p.set_defaults(func=run_fc)
 
 
 def _register_rf(sub: argparse._SubParsersAction) -> None:
@@ -104,24 +123,26 @@ def conv_specs(args: argparse.Namespace) -> tuple[ca.ConvSpec, list[ca.ConvSpec]
     if min(args.in_chs, args.kernel, args.stride, args.dilation, args.groups, args.multiplier) < 1:
         raise CnnzooError("channels, kernel, stride, dilation, groups and multiplier must be positive")
     common = dict(stride=args.stride, padding=args.padding, bias=args.bias)
+    # The standard convolution a group/depthwise one is compared with keeps its dilation, so
+    # both see the same span and (with an explicit --padding) give the same output size.
+    dilated = dict(common, dilation=args.dilation)
     try:
         if args.depthwise:
             if args.groups != 1:
                 raise CnnzooError("--depthwise already sets groups to C_in; leave out --groups")
-            dw_kwargs = dict(multiplier=args.multiplier, dilation=args.dilation, **common)
+            dw_kwargs = dict(multiplier=args.multiplier, **dilated)
             if args.out_chs is None:
                 variant = [ca.depthwise(args.in_chs, args.kernel, **dw_kwargs)]
-                std = ca.standard(args.in_chs, args.in_chs * args.multiplier, args.kernel, **common)
+                std = ca.standard(args.in_chs, args.in_chs * args.multiplier, args.kernel, **dilated)
                 return std, variant, variant[0].label
             dw, pw = ca.depthwise_separable(args.in_chs, args.out_chs, args.kernel, **dw_kwargs)
-            return ca.standard(args.in_chs, args.out_chs, args.kernel, **common), [dw, pw], "depthwise-separable"
+            return ca.standard(args.in_chs, args.out_chs, args.kernel, **dilated), [dw, pw], "depthwise-separable"
         if args.out_chs is None:
             raise CnnzooError("--out is required (except for a depthwise convolution alone)")
-        std = ca.standard(args.in_chs, args.out_chs, args.kernel, **common)
         if args.groups != 1:
-            spec = ca.grouped(args.in_chs, args.out_chs, args.kernel, groups=args.groups, dilation=args.dilation,
-                              **common)
-            return std, [spec], spec.label
+            spec = ca.grouped(args.in_chs, args.out_chs, args.kernel, groups=args.groups, **dilated)
+            return ca.standard(args.in_chs, args.out_chs, args.kernel, **dilated), [spec], spec.label
+        std = ca.standard(args.in_chs, args.out_chs, args.kernel, **common)
         if args.dilation != 1:
             spec = ca.ConvSpec(args.in_chs, args.out_chs, args.kernel, dilation=args.dilation,
                                label=f"dilated (d={args.dilation})", **common)
@@ -142,7 +163,10 @@ def _conv_report(args: argparse.Namespace) -> str:
     std, variant, name = conv_specs(args)
     size = args.size
     layers = [std] + variant
-    rows = [_conv_row(s, size) for s in layers]
+    # Each layer of the variant sees its predecessor's output (a strided depthwise step
+    # shrinks what the pointwise step runs on).
+    sizes = [size] + ca.chain_input_sizes(variant, size)
+    rows = [_conv_row(s, at) for s, at in zip(layers, sizes)]
     if len(variant) > 1:
         total = ca.chain_stats(f"{name} (total)", variant, size)
         rows.append([total.label, "", f"{total.params:,}", _fmt_macs(total.macs, total.params, size), "",
@@ -150,7 +174,7 @@ def _conv_report(args: argparse.Namespace) -> str:
     header = ["Layer", "Weight shape", "Params", "MACs" if size else "MACs/position", "Span", "Output"]
     if not size:  # no input size: no output size either
         header, rows = header[:-1], [row[:-1] for row in rows]
-    lines = [_describe(args), "", format_table(header, rows, right_align={2, 3})]
+    lines = [_describe(args, std), "", format_table(header, rows, right_align={2, 3})]
     if variant:
         ours = sum(s.params for s in variant)
         lines.append(f"\n{name} / standard: {ours:,} / {std.params:,} parameters = {ours / std.params:.4f}"
@@ -163,7 +187,7 @@ def _conv_report(args: argparse.Namespace) -> str:
         same_span = ca.standard(args.in_chs, args.out_chs, span, bias=args.bias)
         lines.append(f"a standard {span[0]}x{span[1]} kernel with the same span would need "
                      f"{same_span.params:,} parameters")
-    lines.append(_torch_check(layers, size))
+    lines.append(_torch_check(layers, sizes))
     return "\n".join(lines)
 
 
@@ -186,11 +210,22 @@ def _fmt_shape(shape: tuple | None, brackets: bool = False) -> str:
     return "[" + ", ".join(map(str, shape)) + "]" if brackets else "x".join(map(str, shape))
 
 
-def _describe(args: argparse.Namespace) -> str:
-    pad = "same" if args.padding is None else args.padding
+def _describe(args: argparse.Namespace, std: ca.ConvSpec) -> str:
     text = (f"{args.in_chs} -> {args.out_chs if args.out_chs is not None else args.in_chs * args.multiplier} channels, "
-            f"{args.kernel}x{args.kernel} kernel, stride {args.stride}, padding {pad}, dilation {args.dilation}")
+            f"{args.kernel}x{args.kernel} kernel, stride {args.stride}, padding {_padding_text(args, std)}, "
+            f"dilation {args.dilation}")
     return text + (f", on a {args.size[0]}x{args.size[1]} input" if args.size else "")
+
+
+def _padding_text(args: argparse.Namespace, spec: ca.ConvSpec) -> str:
+    if args.padding is not None:
+        return str(args.padding)
+    before, after = spec.padding[0], spec.padding_after[0]
+    if args.stride > 1:
+        return f"{before} (d(k-1)//2 per side; PyTorch's padding='same' is for stride 1 only)"
+    if before != after:
+        return f"same ({before} before, {after} after, as PyTorch's padding='same')"
+    return "same"
 
 
 def _ratio_formula(args: argparse.Namespace, std: ca.ConvSpec) -> str:
@@ -202,18 +237,21 @@ def _ratio_formula(args: argparse.Namespace, std: ca.ConvSpec) -> str:
     return ""
 
 
-def _torch_check(specs: list[ca.ConvSpec], size: tuple[int, int] | None) -> str:
-    check_size = size or (16, 16)
-    for spec in specs:
+def _torch_check(specs: list, sizes: list[tuple[int, int] | None], what: str = "torch.nn.Conv2d") -> str:
+    """Every layer built in torch and run at the size it sees (16x16 where no size was given)."""
+    given = sizes[0] is not None
+    if not given:
+        sizes = [(16, 16)] + ca.chain_input_sizes(specs[1:], (16, 16))
+    for spec, at in zip(specs, sizes):
         try:
-            mismatches = ca.check_against_torch(spec, check_size)
+            mismatches = ca.check_against_torch(spec, at)
         except (RuntimeError, ValueError) as err:
-            return f"not checked against torch.nn.Conv2d at {check_size[0]}x{check_size[1]}: {str(err).splitlines()[0]}"
+            return f"not checked against {what} at {at[0]}x{at[1]}: {str(err).splitlines()[0]}"
         if mismatches:
             detail = "; ".join(f"{k}: ours {a}, torch {b}" for k, (a, b) in mismatches.items())
-            raise CnnzooError(f"the arithmetic disagrees with torch.nn.Conv2d for {spec.label}: {detail}")
-    where = "" if size else " (MACs at 16x16)"
-    return f"checked against torch.nn.Conv2d{where}: weight shapes, parameters, output sizes and MACs agree"
+            raise CnnzooError(f"the arithmetic disagrees with {what} for {spec.label}: {detail}")
+    where = "" if given else " (MACs at 16x16)"
+    return f"checked against {what}{where}: weight shapes, parameters, output sizes and MACs agree"
 
 
 def example_report() -> str:
@@ -240,6 +278,43 @@ def _grid(values: list[list[float]]) -> str:
 
 def run_conv(args: argparse.Namespace) -> int:
     print(example_report() if args.example else conv_report(args))
+    return 0
+
+
+# ------------------------------------------------------------------------------ fully connected
+
+
+def fc_report(args: argparse.Namespace) -> str:
+    if min(args.in_chs, args.hidden, args.kernel, args.out_chs or 1) < 1:
+        raise CnnzooError("--in, --hidden, --kernel and --out must be positive")
+    (h, w), c = args.size, args.in_chs
+    maps = args.out_chs or args.hidden
+    fc = ca.LinearSpec(h * w * c, args.hidden, bias=args.bias,
+                       label=f"fully connected ({args.hidden} neuron{'s' if args.hidden > 1 else ''})")
+    conv = ca.ConvSpec(c, maps, args.kernel, bias=args.bias,
+                       label=f"convolution {args.kernel}x{args.kernel} ({maps} map{'s' if maps > 1 else ''})")
+    try:
+        conv_out = (maps, *conv.output_size(args.size))
+    except ValueError as err:
+        raise CnnzooError(str(err)) from None
+    rows = [[fc.label, _fmt_shape(fc.weight_shape, brackets=True), f"{fc.params:,}", f"{fc.macs:,}", str(args.hidden)],
+            [conv.label, _fmt_shape(conv.weight_shape, brackets=True), f"{conv.params:,}",
+             f"{conv.macs(args.size):,}", _fmt_shape(conv_out)]]
+    lines = [f"a {h}x{w}x{c} image ({h * w * c:,} values)", "",
+             format_table(["Layer", "Weight shape", "Params", "MACs", "Output"], rows, right_align={2, 3}), "",
+             (f"fully connected: every neuron has a weight per value, {h} x {w} x {c} = {h * w * c:,}, "
+              f"times {args.hidden} neuron{'s' if args.hidden > 1 else ''} = {fc.macs:,} weights"),
+             (f"convolution: one {args.kernel}x{args.kernel}x{c} kernel per map ({args.kernel ** 2 * c} weights), "
+              f"shared by all {conv_out[1] * conv_out[2]:,} positions, so {conv.params:,} parameters for "
+              f"{maps} map{'s' if maps > 1 else ''} of {conv_out[1]}x{conv_out[2]} outputs"),
+             f"fully connected / convolution: {fc.params:,} / {conv.params:,} parameters = {fc.params / conv.params:,.1f}",
+             _torch_check([conv], [args.size]),
+             _torch_check([fc], [args.size], what="torch.nn.Linear")]
+    return "\n".join(lines)
+
+
+def run_fc(args: argparse.Namespace) -> int:
+    print(fc_report(args))
     return 0
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from .._text import count
 from ..errors import CnnzooError
 
 
@@ -218,7 +219,7 @@ def run_attention(args: argparse.Namespace) -> int:
     for path, label in zip(files, labels):
         print(f"{path}: predicted {label}")
     for plot in plots:
-        print(f"wrote {plot.path} ({plot.panels} panels)")
+        print(f"wrote {plot.path} ({count(plot.panels, 'panel')})")
     return 0
 
 
@@ -227,7 +228,7 @@ def run_kernels(args: argparse.Namespace) -> int:
 
     target = load_explainable(args.checkpoint, model_name=args.model, trust=args.trust_checkpoint)
     plot = viz.plot_first_layer_kernels(target.model, _out_dir(args, target) / "kernels.png")
-    print(f"{target.label}: {plot.panels} first-layer kernels -> {plot.path}")
+    print(f"{target.label}: {count(plot.panels, 'first-layer kernel')} -> {plot.path}")
     return 0
 
 
@@ -242,7 +243,7 @@ def run_features(args: argparse.Namespace) -> int:
         maps = viz.feature_maps(target.model, x[i], layer)
         title = f"{path.name}: {layer}, {maps.shape[0]} channels of {maps.shape[1]}x{maps.shape[2]}"
         plot = viz.plot_feature_maps(maps, out / f"{path.stem}-{layer.replace('.', '_')}.png", title, args.max_maps)
-        print(f"{path}: layer {layer} -> {plot.path} ({plot.panels} channels drawn)")
+        print(f"{path}: layer {layer} -> {plot.path} ({count(plot.panels, 'channel')} drawn)")
     return 0
 
 

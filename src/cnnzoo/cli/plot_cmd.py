@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from .._text import count
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("plot", help="training curves of one or more runs (overlaid) as a PNG",
@@ -25,5 +27,5 @@ def run(args: argparse.Namespace) -> int:
 
     default = args.run_dirs[0] / "plots" / "curves.png" if len(args.run_dirs) == 1 else Path("curves.png")
     plot = plot_run(args.run_dirs, args.out or default)
-    print(f"wrote {plot.path} ({plot.panels} panels, {len(args.run_dirs)} run(s))")
+    print(f"wrote {plot.path} ({count(plot.panels, 'panel')}, {count(len(args.run_dirs), 'run')})")
     return 0

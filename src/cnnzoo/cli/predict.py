@@ -5,6 +5,9 @@ from __future__ import annotations
 import argparse
 import sys
 
+from .._text import count
+from .table import add_format_argument, format_csv, format_json, format_table
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
@@ -22,6 +25,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="auto")
     p.add_argument("--trust-checkpoint", action="store_true",
                    help="allow pickled Python objects in the checkpoint (trusted files only)")
+    add_format_argument(p, "the predictions (table: one row per image; csv: one row per image and rank; json: a "
+                           "list of images with their top-k, unreadable ones with their error)")
     p.set_defaults(func=run)
 
 
@@ -43,14 +48,29 @@ def run(args: argparse.Namespace) -> int:
         raise CnnzooError("give a CHECKPOINT and images, or --weights TAG_OR_FILE [--model NAME] and images")
     else:
         checkpoint, inputs = args.inputs[0], args.inputs[1:]
-    failed = 0
-    for pred in predict_files(checkpoint, inputs, topk=args.topk, device=args.device, trust=args.trust_checkpoint,
-                              ckpt=ckpt):
+    predictions = predict_files(checkpoint, inputs, topk=args.topk, device=args.device, trust=args.trust_checkpoint,
+                                ckpt=ckpt)
+    readable = [p for p in predictions if not p.error]
+    for pred in predictions:  # on stderr in every format, so stdout holds only the results
         if pred.error:
-            failed += 1
             print(f"{pred.path}: error: {pred.error}", file=sys.stderr)
-            continue
-        print(f"{pred.path}: " + ", ".join(f"{name} {100 * p:.2f}%" for name, p in pred.top))
+    if args.format == "json":
+        print(format_json({"checkpoint": str(checkpoint), "predictions": [as_dict(p) for p in predictions]}))
+    elif args.format == "csv":
+        print(format_csv(["image", "rank", "class", "probability"],
+                         [[p.path, rank, name, f"{prob:.6f}"] for p in readable
+                          for rank, (name, prob) in enumerate(p.top, 1)]))
+    elif readable:
+        k = max(len(p.top) for p in readable)
+        rows = [[p.path, *(f"{name} {100 * prob:.2f}%" for name, prob in p.top)] for p in readable]
+        print(format_table(["image", *(f"top-{i}" for i in range(1, k + 1))], rows))
+    failed = len(predictions) - len(readable)
     if failed:
-        print(f"cnnzoo predict: {failed} file(s) could not be read", file=sys.stderr)
+        print(f"cnnzoo predict: {count(failed, 'file')} could not be read", file=sys.stderr)
     return 1 if failed else 0
+
+
+def as_dict(pred) -> dict:
+    if pred.error:
+        return {"image": pred.path, "error": pred.error}
+    return {"image": pred.path, "top": [{"class": name, "probability": prob} for name, prob in pred.top]}

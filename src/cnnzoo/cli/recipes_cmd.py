@@ -19,7 +19,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     recipes = shipped_recipes()
-    rows = [[name, _shorten(recipe_summary(path))] + ([str(path)] if args.path else [])
+    width = max(40, 118 - max(map(len, recipes), default=0))  # lines of at most about 120 characters
+    rows = [[name, _shorten(recipe_summary(path), width)] + ([str(path)] if args.path else [])
             for name, path in recipes.items()]
     print(format_table(["recipe", "what it trains"] + (["file"] if args.path else []), rows))
     return 0

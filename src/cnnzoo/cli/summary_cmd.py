@@ -33,6 +33,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--in-chans", type=int, help="input channels (default: --input-size's, else the model's)")
     parser.add_argument("--model-arg", action="append", default=[], type=parse_model_arg, metavar="KEY=VALUE",
                         help="a model option, e.g. width_mult=0.5 or attn_layer=cbam (repeatable)")
+    parser.add_argument("--keras", action="store_true",
+                        help="totals as Keras counts them: BatchNorm moving means/variances as non-trainable params")
     parser.set_defaults(func=run)
 
 
@@ -132,7 +134,10 @@ def parse_model_arg(text: str) -> tuple[str, object]:
     key, sep, value = text.partition("=")
     if not sep or not key.isidentifier():
         raise argparse.ArgumentTypeError(f"expected KEY=VALUE such as width_mult=0.5, got {text!r}")
-    return key, yaml.safe_load(value)  # numbers, booleans, lists and strings as YAML reads them
+    try:
+        return key, yaml.safe_load(value)  # numbers, booleans, lists and strings as YAML reads them
+    except yaml.YAMLError:
+        raise argparse.ArgumentTypeError(f"{text!r}: the value is not valid YAML") from None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -145,8 +150,20 @@ def run(args: argparse.Namespace) -> int:
     input_size = args.input_size or input_size or tuple(model.default_cfg["input_size"])
     if args.in_chans:
         input_size = (args.in_chans, *input_size[1:])
+    check_minimum(model, input_size)
     try:
-        print(summary(model, input_size, depth=args.depth))
+        print(summary(model, input_size, depth=args.depth, keras=args.keras))
     except RuntimeError as err:  # e.g. an input too small for the network's downsampling
         raise CnnzooError(f"{args.name} cannot run on input {'x'.join(map(str, input_size))}: {err}".splitlines()[0]) from None
     return 0
+
+
+def check_minimum(model: nn.Module, input_size: tuple[int, ...]) -> None:
+    """The model's declared minimum input (registry min_input_size), named instead of the shape
+    error a forward pass would give ("Output size is too small")."""
+    cfg = getattr(model, "default_cfg", None) or {}
+    minimum = cfg.get("min_input_size")
+    if minimum and (input_size[1] < minimum[1] or input_size[2] < minimum[2]):
+        raise CnnzooError(f"--input-size: {cfg.get('architecture', 'the model')} needs inputs of at least "
+                          f"{minimum[1]}x{minimum[2]} pixels, got {input_size[1]}x{input_size[2]}; use for example "
+                          f"--input-size {input_size[0]},{minimum[1]},{minimum[2]}")

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import argparse
 import copy
+import logging
+import re
 import shlex
 import signal
 import sys
@@ -16,6 +18,11 @@ import yaml
 
 from ..engine.config import (Config, ConfigError, config_from_dict, config_to_dict, find_recipe, load_recipe,
                              parse_assignment, set_key, validate)
+from .._text import count
+from ..errors import CnnzooError
+from ..registry import model_info
+
+log = logging.getLogger(__name__)
 
 # flag (argparse dest) -> config key. Flags are shortcuts; --set KEY=VALUE reaches every key.
 FLAG_KEYS = {
@@ -31,11 +38,13 @@ FLAG_KEYS = {
     "label_smoothing": "regularization.label_smoothing", "drop_rate": "regularization.drop_rate",
     "drop_path_rate": "regularization.drop_path_rate", "mixup": "regularization.mixup_alpha",
     "cutmix": "regularization.cutmix_alpha", "cutout": "regularization.cutout",
-    "device": "runtime.device", "amp": "runtime.amp", "channels_last": "runtime.channels_last",
+    "device": "runtime.device", "threads": "runtime.threads", "amp": "runtime.amp", "channels_last": "runtime.channels_last",
     "compile": "runtime.compile", "seed": "runtime.seed", "out": "runtime.out",
     "save_every_steps": "runtime.save_every_steps", "skip_nonfinite": "runtime.skip_nonfinite",
     "progress": "runtime.progress", "report": "runtime.report", "trust_checkpoint": "runtime.trust_checkpoint",
     "tta": "eval.tta",
+    "sync_bn": "runtime.sync_bn", "grad_accum": "optim.grad_accum", "dist_timeout": "runtime.dist_timeout",
+    "stream": "data.stream",
 }
 
 
@@ -92,7 +101,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     g.add_argument("--cutout", type=int, metavar="SIZE")
     g = p.add_argument_group("runtime")
     g.add_argument("--device", help="auto (default), cpu, cuda, cuda:N or mps")
-    g.add_argument("--amp", help="auto, off, bf16 or fp16")
+    g.add_argument("--threads", type=int, metavar="N",
+                   help="CPU threads for the arithmetic (default: the CPUs this process may use)")
+    g.add_argument("--amp", help="auto, off, bf16 or fp16 (auto: bf16 on GPUs that have it; on a CPU with bf16 "
+                                 "hardware a short cached probe picks the faster of fp32 and bf16; fp32 otherwise)")
     g.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None)
     g.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None, help="torch.compile the model")
     g.add_argument("--seed", type=int)
@@ -103,10 +115,38 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     g.add_argument("--report", action=argparse.BooleanOptionalAction, default=None,
                    help="draw plots and report.html into the run directory at the end (default on; needs "
                         "cnnzoo[viz])")
-    g.add_argument("--tta", help="test-time augmentation of the final test: none, hflip, tencrop, multiscale")
+    g.add_argument("--tta", help="test-time augmentation of the final test: none, hflip, tencrop, multiscale, "
+                                 "fliptranslate, dense, crop144 or dense_multicrop")
     g.add_argument("--trust-checkpoint", action="store_true", default=None,
                    help="allow pickled Python objects in --init-from/--resume files (trusted files only)")
+    add_process_flags(p)
     p.set_defaults(func=run)
+
+
+def add_process_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("processes (data-parallel training, docs/distributed.md)")
+    g.add_argument("--nproc", type=int, metavar="N",
+                   help="train with N processes on this machine (one per GPU, or N CPU processes over gloo), started "
+                        "through torch.distributed.run; the same as `torchrun --nproc-per-node N -m cnnzoo train ...`")
+    g.add_argument("--nnodes", type=int, metavar="N", default=1,
+                   help="with --nproc: machines taking part; run the same command on each (default 1)")
+    g.add_argument("--node-rank", type=int, metavar="R",
+                   help="with --nnodes: this machine's rank, for a fixed (static) rendezvous; without it the "
+                        "machines meet through c10d and are numbered as they arrive")
+    g.add_argument("--rdzv-endpoint", metavar="HOST:PORT",
+                   help="with --nnodes > 1: where the machines meet (a free port on one of them)")
+    g.add_argument("--rdzv-id", default="cnnzoo", metavar="ID",
+                   help="with --nnodes > 1: a name for this job, the same on every machine (default cnnzoo)")
+    g.add_argument("--sync-bn", action=argparse.BooleanOptionalAction, default=None,
+                   help="BatchNorm statistics over the global batch instead of each process's share")
+    g.add_argument("--grad-accum", type=int, metavar="K",
+                   help="split each batch into K micro-batches whose gradients add up before one optimiser step "
+                        "(same global batch, less memory)")
+    g.add_argument("--dist-timeout", type=float, metavar="SECONDS",
+                   help="how long a process waits for the others before stopping with an error (default 600)")
+    g.add_argument("--stream", choices=("auto", "on", "off"),
+                   help="image folders: stream batches from decoding workers (on), decode all into memory (off), "
+                        "or stream when the decoded images would exceed data.memory_budget_gb (auto, default)")
 
 
 def overrides(args: argparse.Namespace) -> list[tuple[str, object]]:
@@ -135,11 +175,39 @@ def build_config(args: argparse.Namespace):
             raise ConfigError(f"{path}: {err}") from None
     else:
         raw = {}
-    for key, value in overrides(args):
+    given = overrides(args)
+    for key, value in given:
         set_key(raw, key, value)
     apply_task_defaults(raw, get_task(raw.get("task", "classify")))
+    if resume is None:
+        fit_recipe_image_size(raw, typed={key for key, _ in given})
     cfg = validate(config_from_dict(raw))
     return cfg, resume
+
+
+def fit_recipe_image_size(raw: dict, typed: set[str]) -> None:
+    """A recipe's data.image_size below the model's minimum input is raised to it, with a note; a
+    size the user typed (--image-size, --set data.image_size=) is theirs, and validate refuses it."""
+    size, name = (raw.get("data") or {}).get("image_size"), (raw.get("model") or {}).get("name")
+    if "data.image_size" in typed or not isinstance(size, int) or not isinstance(name, str):
+        return
+    minimum = model_info(name)["min_input_size"]
+    if minimum and size < min(minimum[1:]):
+        log.info("the recipe's data.image_size %d is below %s's minimum input; using %d px (choose with "
+                 "--image-size)", size, name, min(minimum[1:]))
+        set_key(raw, "data.image_size", min(minimum[1:]))
+
+
+def in_flag_words(message: str, args: argparse.Namespace) -> str:
+    """`message` with every config key the user set by a flag named as that flag (`data.image_size:
+    ...` -> `--image-size: ...`); keys set by a recipe or --set keep their names."""
+    for dest, key in FLAG_KEYS.items():
+        if getattr(args, dest, None) is not None:
+            flag = "--" + dest.replace("_", "-")
+            # a dotted key wherever it stands; `task` only as the key a message starts with
+            pattern = rf"(?<![\w.-]){re.escape(key)}(?![\w])" if "." in key else rf"^{key}(?=:)"
+            message = re.sub(pattern, flag, message)
+    return message
 
 
 def apply_task_defaults(raw: dict, task) -> None:
@@ -153,23 +221,67 @@ def apply_task_defaults(raw: dict, task) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    try:
+        return train_command(args)
+    except CnnzooError as err:  # main() prints it; in the words the user typed
+        err.args = (in_flag_words(str(err), args), *err.args[1:])
+        raise
+
+
+def train_command(args: argparse.Namespace) -> int:
+    from ..engine.distributed import Launch, check_config, env_rank, launch
+
+    if args.nproc:
+        spec = Launch(args.nproc, args.nnodes, args.node_rank, args.rdzv_endpoint, args.rdzv_id)
+        spec.check()
+        cfg, _ = build_config(args)  # mistakes show once, here, not in every process
+        check_config(cfg, args.nproc * args.nnodes)
+        return launch(spec, getattr(args, "argv", ["train"]))
+    if env_rank() == 0:
+        return _run(args)
+    logging.getLogger("cnnzoo").setLevel(logging.ERROR)  # the other processes of a run stay quiet
+    return _follow(args)
+
+
+def _follow(args: argparse.Namespace) -> int:
+    """A process other than rank 0: the same run, but what rank 0 reports is not repeated; only
+    a failure of its own (lost contact with the others) is printed, under its rank."""
+    from ..engine.distributed import FollowerExit
+
+    try:
+        return _run(args, main=False)
+    except FollowerExit as err:
+        return err.exit_code
+    except CnnzooError:  # bad input: every process found it, rank 0 said it
+        return 2
+
+
+def _run(args: argparse.Namespace, main: bool = True) -> int:
+    from ..engine.distributed import ProcessGroupError
     from ..engine.resume import RunFailure
+    from ..engine.runtime import set_threads
     from ..engine.trainer import train
 
     cfg, resume = build_config(args)
     if args.print_config:
         print(yaml.safe_dump(config_to_dict(cfg), sort_keys=False), end="")
         return 0
+    if cfg.runtime.threads is None:
+        set_threads(None)  # the command's default: every CPU this process may run on
     try:
         result = train(cfg, resume=resume)
     except RunFailure as err:  # a failure at run time, not bad input
-        print(f"cnnzoo train: stopped: {err}", file=sys.stderr)
+        if main or isinstance(err, ProcessGroupError):  # the others' own failures only
+            print(f"cnnzoo train: stopped: {in_flag_words(str(err), args)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt as err:  # before training started, or a second Ctrl-C
         signum = getattr(err, "signum", signal.SIGINT)
         when = " before training started; nothing was saved" if hasattr(err, "signum") else ""
-        print(f"cnnzoo train: stopped by {signal.Signals(signum).name}{when}", file=sys.stderr)
+        if main:
+            print(f"cnnzoo train: stopped by {signal.Signals(signum).name}{when}", file=sys.stderr)
         return 128 + signum
+    if not main:
+        return result.exit_code
     with open(result.run_dir / "command.txt", "a") as f:  # every command that ran it, resumes included
         f.write(shlex.join(["cnnzoo", *getattr(args, "argv", ["train"])]) + "\n")
     if result.exit_code == 0 and cfg.runtime.report:
@@ -184,8 +296,8 @@ def draw_report(run_dir) -> None:
     started = time.perf_counter()
     files = end_of_run(run_dir)
     if files:
-        print(f"report: {files[-1]} and {len(files) - 1} pictures in {run_dir / 'plots'} "
-              f"({time.perf_counter() - started:.1f}s)", file=sys.stderr)
+        print(f"report: {files[-1]} and {count(len(files) - 1, 'picture')} in {run_dir / 'plots'} "
+              f"({time.perf_counter() - started:.1f}s)")
 
 
 __all__ = ["Config", "FLAG_KEYS", "build_config", "register", "run"]

@@ -3,7 +3,11 @@
 Every operation draws its random parameters for the whole batch at once and applies them
 with tensor indexing or broadcasting, so there is no per-image Python loop:
 - random crop with zero padding + horizontal flip: two gathers on the uint8 batch (the
-  torchvision `RandomCrop(padding=p)` + `RandomHorizontalFlip` pair, fused);
+  torchvision `RandomCrop(padding=p)` + `RandomHorizontalFlip` pair, fused); with reflect padding
+  (airbench's translation) the gathers read reflected indices and nothing is padded;
+- alternating flip (Jordan 2024, arXiv 2404.00498): each image gets a fixed random flip in the
+  first epoch and the opposite one in the next, so every image is seen both ways in any two
+  consecutive epochs instead of by chance; a pure function of (seed, image index, epoch);
 - random-resized crop (Szegedy et al. 2015, torchvision's sampling: scale 0.08-1, ratio 3/4-4/3,
   10 tries then a centre crop) with the flip folded in: one `grid_sample` with per-image boxes
   (bilinear, not antialiased);
@@ -67,18 +71,44 @@ def _ramps(size: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]
     return _ARANGE[key]
 
 
-def crop_flip(images: torch.Tensor, padding: int, hflip: bool, gen: torch.Generator) -> torch.Tensor:
-    """Random crop of the zero-padded batch back to its size, and flip: a row gather, then a column gather."""
+def crop_flip(images: torch.Tensor, padding: int, hflip: bool, gen: torch.Generator, *, pad_mode: str = "zeros",
+              flips: torch.Tensor | None = None) -> torch.Tensor:
+    """Random crop of the padded batch back to its size, and flip: a row gather, then a column gather.
+
+    pad_mode "zeros" pads with zeros; "reflect" mirrors the border (without repeating the edge
+    pixel, as torch's reflect padding) by gathering reflected indices of the unpadded batch.
+    `flips` (bool [N]) chooses the flipped images instead of a coin per image.
+    """
     n, c, h, w = images.shape
     dev = images.device
     r = _rand(gen, 3, n).to(dev)
     off = (r[:2] * (2 * padding + 1)).long()  # (y, x) offsets into the padded image
-    padded = F.pad(images, (padding,) * 4) if padding else images
-    rows = off[0, :, None] + _ramps(h, dev)[0]
     fwd, rev = _ramps(w, dev)
-    cols = (torch.where(r[2, :, None] < 0.5, rev, fwd) if hflip else fwd) + off[1, :, None]
-    picked = torch.gather(padded, 2, rows.view(n, 1, h, 1).expand(n, c, h, padded.shape[-1]))
+    flipped = flips.to(dev)[:, None] if flips is not None else r[2, :, None] < 0.5
+    cols = (torch.where(flipped, rev, fwd) if hflip else fwd) + off[1, :, None]
+    rows = off[0, :, None] + _ramps(h, dev)[0]
+    if pad_mode == "reflect":
+        source, rows, cols = images, _reflect(rows - padding, h), _reflect(cols - padding, w)
+    else:
+        source = F.pad(images, (padding,) * 4) if padding else images
+    picked = torch.gather(source, 2, rows.view(n, 1, h, 1).expand(n, c, h, source.shape[-1]))
     return torch.gather(picked, 3, cols.view(n, 1, 1, w).expand(n, c, h, w))
+
+
+def _reflect(index: torch.Tensor, size: int) -> torch.Tensor:
+    """Indices outside 0..size-1 mirrored back in (-1 -> 1, size -> size - 2), for shifts below size."""
+    index = index.abs()
+    return torch.where(index >= size, 2 * (size - 1) - index, index)
+
+
+def alternating_flips(index: torch.Tensor, epoch: int, seed: int) -> torch.Tensor:
+    """bool [N]: whether each image (by its index in the split) is flipped in `epoch`. Epoch 0 flips a
+    seeded random half; every later epoch flips exactly the images the epoch before did not."""
+    x = index.long() * 0x9E3779B1 + (int(seed) & 0xFFFFFFFF) * 0x85EBCA77  # int64 arithmetic wraps
+    x = x ^ (x >> 15)
+    x = x * 0x2C1B3C6D
+    x = x ^ (x >> 12)
+    return ((x >> 7) & 1).bool() ^ bool(epoch % 2)
 
 
 def _rrc_boxes(n: int, h: int, w: int, scale: Sequence[float], ratio: Sequence[float], gen: torch.Generator,
@@ -108,12 +138,20 @@ def random_resized_crop(images: torch.Tensor, size: tuple[int, int], gen: torch.
     n, _, h, w = images.shape
     x0, y0, cw, ch = (t.to(images.device) for t in _rrc_boxes(n, h, w, scale, ratio, gen))
     sign = torch.where(_rand(gen, n) < 0.5, -1.0, 1.0).to(images.device) if hflip else 1.0
+    return resample_boxes(images, x0, y0, cw, ch, size, sign)
+
+
+def resample_boxes(images: torch.Tensor, x0: torch.Tensor, y0: torch.Tensor, cw: torch.Tensor, ch: torch.Tensor,
+                   size: tuple[int, int], sign: torch.Tensor | float = 1.0) -> torch.Tensor:
+    """Box (x0, y0, cw, ch) of each image, in pixels (continuous: a pixel spans [i, i + 1)), resampled
+    to `size` bilinearly by one `grid_sample`; a sign of -1 mirrors the box. Float out."""
+    n, c, h, w = images.shape
     theta = torch.zeros(n, 2, 3, device=images.device)
     theta[:, 0, 0] = cw / w * sign
     theta[:, 0, 2] = (2 * x0 + cw) / w - 1
     theta[:, 1, 1] = ch / h
     theta[:, 1, 2] = (2 * y0 + ch) / h - 1
-    grid = F.affine_grid(theta, [n, images.shape[1], *size], align_corners=False)
+    grid = F.affine_grid(theta, [n, c, *size], align_corners=False)
     return F.grid_sample(images.float(), grid, mode="bilinear", padding_mode="border", align_corners=False)
 
 
@@ -126,6 +164,55 @@ def cutout(x: torch.Tensor, size: int, gen: torch.Generator) -> torch.Tensor:
     in_y = (ys >= cy[:, None]) & (ys < cy[:, None] + size)
     in_x = (xs >= cx[:, None]) & (xs < cx[:, None] + size)
     return x.masked_fill((in_y[:, :, None] & in_x[:, None, :])[:, None], 0.0)
+
+
+def scale_boxes(n: int, h: int, w: int, scales: Sequence[int], crop: tuple[int, int], gen: torch.Generator,
+                hflip: bool = True) -> tuple[torch.Tensor, ...]:
+    """Per image: the shorter side S (an integer uniform in [scales[0], scales[-1]]), the crop's
+    top-left corner (y, x) (integers, uniform over the image resized to that S) and a mirror
+    flag. All on the generator's device."""
+    lo, hi = int(scales[0]), int(scales[-1])
+    side = (_rand(gen, n) * (hi - lo + 1)).floor() + lo
+    ratio = side / min(h, w)  # resized pixels per stored pixel
+    room_y = (h * ratio).floor() - crop[0]
+    room_x = (w * ratio).floor() - crop[1]
+    y = (_rand(gen, n) * (room_y + 1)).floor()
+    x = (_rand(gen, n) * (room_x + 1)).floor()
+    flip = _rand(gen, n) < 0.5 if hflip else torch.zeros(n, dtype=torch.bool, device=gen.device)
+    return side, y, x, flip
+
+
+def scale_crop_flip(images: torch.Tensor, scales: Sequence[int], crop: tuple[int, int], gen: torch.Generator,
+                    *, hflip: bool = True) -> torch.Tensor:
+    """Scale augmentation as VGG (Simonyan & Zisserman 2014, S in [256, 512]) and ResNet (He et
+    al. 2016, S in [256, 480]) trained: every image rescaled so its shorter side is its own
+    random S, a random `crop` (224x224) cut from it, and mirrored with probability 1/2.
+
+    One `grid_sample` over the batch: a crop of the image resized to S is a box of crop * s / S
+    stored pixels (s = stored shorter side), sampled bilinearly without antialiasing (as the
+    papers' Caffe/OpenCV resizing). `scales = (S, S)` is single-scale training; with S equal to
+    the stored side it is an integer crop (to float32 rounding). Images should be stored with the largest S
+    (`load_dataset(train_size=...)`), so every rescale is a reduction. Float out, 0..255.
+    """
+    n, _, h, w = images.shape
+    side, y, x, flip = (t.to(images.device) for t in scale_boxes(n, h, w, scales, crop, gen, hflip))
+    stored_per_resized = min(h, w) / side
+    sign = torch.where(flip, -1.0, 1.0)
+    return resample_boxes(images, x * stored_per_resized, y * stored_per_resized, crop[1] * stored_per_resized,
+                          crop[0] * stored_per_resized, crop, sign)
+
+
+def pca_lighting(x: torch.Tensor, eigvals: torch.Tensor, eigvecs: torch.Tensor, std: float,
+                 gen: torch.Generator) -> torch.Tensor:
+    """AlexNet's colour augmentation (Krizhevsky et al. 2012, section 4.1, "fancy PCA"): to every
+    pixel of an image add sum_i alpha_i lambda_i p_i, with p_i, lambda_i the eigenvectors and
+    eigenvalues of the training set's RGB covariance and alpha_i ~ N(0, std^2) drawn once per
+    image (std 0.1 in the paper). The covariance is of pixel values in [0, 1] (cnnzoo.data.pca),
+    so the shift is scaled by 255 here, where `x` is in 0..255 units. Float out, not clipped."""
+    n, c = x.shape[:2]
+    alpha = torch.randn((n, c), generator=gen, device=gen.device).to(x.device) * std
+    shift = (alpha * eigvals.to(x.device)) @ eigvecs.to(x.device).T  # [n, c]: sum_i alpha_i lambda_i p_i
+    return x.float() + 255.0 * shift[:, :, None, None]
 
 
 def _cutmix_keep(h: int, w: int, lam: torch.Tensor, gen: torch.Generator, device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -153,9 +240,13 @@ class BatchAugment:
                  cutout: int = 0, random_resized_crop: tuple[int, int] | None = None, mixup_alpha: float = 0.0,
                  cutmix_alpha: float = 0.0, num_classes: int | None = None, label_smoothing_free: bool = True,
                  rrc_scale: tuple[float, float] = (0.08, 1.0), rrc_ratio: tuple[float, float] = (3 / 4, 4 / 3),
-                 switch_prob: float = 0.5):
+                 switch_prob: float = 0.5, pad_mode: str = "zeros", flip: str = "random", flip_seed: int = 0,
+                 scale_jitter: tuple[int, int] | None = None, crop_size: tuple[int, int] | None = None,
+                 lighting: tuple[torch.Tensor, torch.Tensor] | None = None, lighting_std: float = 0.1):
         if random_resized_crop and crop_padding:
             raise ValueError("choose either random_resized_crop or crop_padding, not both")
+        if scale_jitter and (random_resized_crop or crop_padding or not crop_size):
+            raise ValueError("scale_jitter needs crop_size and excludes random_resized_crop and crop_padding")
         if (mixup_alpha > 0 or cutmix_alpha > 0) and not num_classes:
             raise ValueError("mixup and cutmix need num_classes to build soft targets")
         if not label_smoothing_free:
@@ -166,6 +257,12 @@ class BatchAugment:
         self.rrc_scale, self.rrc_ratio = rrc_scale, rrc_ratio
         self.mixup_alpha, self.cutmix_alpha, self.switch_prob = float(mixup_alpha), float(cutmix_alpha), switch_prob
         self.num_classes = num_classes
+        if pad_mode not in ("zeros", "reflect") or flip not in ("random", "alternate"):
+            raise ValueError(f"pad_mode must be zeros or reflect and flip random or alternate, got {pad_mode!r}, "
+                             f"{flip!r}")
+        self.pad_mode, self.flip, self.flip_seed = pad_mode, flip, int(flip_seed)
+        self.scale_jitter, self.crop_size = (tuple(scale_jitter), tuple(crop_size)) if scale_jitter else (None, None)
+        self.lighting, self.lighting_std = lighting, float(lighting_std)
 
     @property
     def mixes(self) -> bool:
@@ -173,15 +270,23 @@ class BatchAugment:
 
     def __repr__(self) -> str:
         opts = dict(crop_padding=self.crop_padding, hflip=self.hflip, cutout=self.cutout, random_resized_crop=self.rrc,
-                    mixup_alpha=self.mixup_alpha, cutmix_alpha=self.cutmix_alpha)
+                    mixup_alpha=self.mixup_alpha, cutmix_alpha=self.cutmix_alpha,
+                    pad_mode=self.pad_mode if self.pad_mode != "zeros" else None,
+                    flip=self.flip if self.flip != "random" else None, scale_jitter=self.scale_jitter,
+                    pca_lighting=self.lighting_std if self.lighting is not None else 0)
         return f"BatchAugment({', '.join(f'{k}={v}' for k, v in opts.items() if v)})"
 
-    def geometric(self, images: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    def geometric(self, images: torch.Tensor, gen: torch.Generator, index: torch.Tensor | None = None,
+                  epoch: int = 0) -> torch.Tensor:
+        if self.scale_jitter:
+            return scale_crop_flip(images, self.scale_jitter, self.crop_size, gen, hflip=self.hflip)
         if self.rrc:
             return random_resized_crop(images, self.rrc, gen, hflip=self.hflip, scale=self.rrc_scale,
                                        ratio=self.rrc_ratio)
         if self.crop_padding or self.hflip:
-            return crop_flip(images, self.crop_padding, self.hflip, gen)
+            flips = (alternating_flips(index, epoch, self.flip_seed)
+                     if self.hflip and self.flip == "alternate" and index is not None else None)
+            return crop_flip(images, self.crop_padding, self.hflip, gen, pad_mode=self.pad_mode, flips=flips)
         return images
 
     def mix(self, x: torch.Tensor, labels: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
@@ -199,9 +304,15 @@ class BatchAugment:
         onehot = F.one_hot(labels, self.num_classes).float()
         return x, onehot * lam + onehot[perm] * (1 - lam)
 
-    def transform(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        """The per-image part (crops, flip, normalisation, cutout): any number of images at once."""
-        x = normalize(self.geometric(images, generator), self.mean, self.std)
+    def transform(self, images: torch.Tensor, generator: torch.Generator, *, index: torch.Tensor | None = None,
+                  epoch: int = 0) -> torch.Tensor:
+        """The per-image part (crops, flip, colour noise, normalisation, cutout): any number of images
+        at once. `index` (the images' positions in their split) and `epoch` drive alternating flips;
+        without them the flips are random."""
+        x = self.geometric(images, generator, index, epoch)
+        if self.lighting is not None:
+            x = pca_lighting(x, *self.lighting, self.lighting_std, generator)
+        x = normalize(x, self.mean, self.std)
         return cutout(x, self.cutout, generator) if self.cutout else x
 
     def __call__(self, images: torch.Tensor, labels: torch.Tensor,
@@ -231,3 +342,25 @@ def augment_policy(bundle: Any, *, crop_padding: int | None = None, hflip: bool 
         crop_padding = 0 if rrc else max(1, min(size) // (16 if handwriting else 8))
     return dict(crop_padding=crop_padding, hflip=(not handwriting) if hflip is None else hflip,
                 random_resized_crop=size if rrc else None)
+
+
+def scale_policy(bundle: Any, scales: Sequence[int], *, crop_padding: int | None = None, hflip: bool | None = None,
+                 random_resized_crop: bool | None = None) -> dict[str, Any]:
+    """BatchAugment's keywords for VGG/ResNet scale augmentation: shorter side S in `scales`
+    ([S] or [S_min, S_max]), a crop of the bundle's input size, and flip (unless refused).
+    The bundle's training images must be stored with shorter side S_max (load_dataset's train_size)."""
+    lo, hi = int(min(scales)), int(max(scales))
+    crop = tuple(bundle.input_size[1:])
+    if random_resized_crop or crop_padding:
+        key = "random_resized_crop" if random_resized_crop else "crop_padding"
+        raise ConfigError(f"regularization.{key}: scale augmentation (regularization.scale_jitter) makes its own "
+                          "crops; leave it unset")
+    if lo < max(crop):
+        raise ConfigError(f"regularization.scale_jitter: the shorter side S={lo} is smaller than the "
+                          f"{crop[0]}x{crop[1]} crop; use S >= {max(crop)}")
+    stored = min(bundle.train.images.shape[-2:])
+    if stored < hi:
+        raise ConfigError(f"regularization.scale_jitter: training images are stored at {stored}px, below "
+                          f"S_max={hi}; load them with train_size={hi}")
+    return {"crop_padding": 0, "hflip": bundle.name not in HANDWRITING if hflip is None else hflip,
+            "random_resized_crop": None, "scale_jitter": (lo, hi), "crop_size": crop}

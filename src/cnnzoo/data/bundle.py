@@ -35,6 +35,9 @@ class ImageSplit:
 
 @dataclass
 class DatasetBundle:
+    """A dataset's splits and what describes them; a streamed folder's splits are
+    `stream.FileSplit`s (files and labels, decoded batch by batch) instead of ImageSplits."""
+
     name: str
     classes: list[str]
     train: ImageSplit

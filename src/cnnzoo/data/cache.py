@@ -21,6 +21,7 @@ from typing import Any
 import torch
 
 from .._files import remove_stale_temporaries, temporary_for
+from .._limits import LimitError, check_backed
 
 CACHE_VERSION = 1
 
@@ -42,7 +43,10 @@ EDGE_BYTES = 64 * 1024  # how much of each end of a file the fingerprint reads
 
 
 def _stat_line(path: Path, rel: str) -> str:
-    st = path.stat()
+    try:
+        st = path.stat()
+    except OSError:  # a dangling or looping symbolic link: its target is what it names
+        return f"{rel}\t->\t{os.readlink(path) if path.is_symlink() else '?'}"
     return f"{rel}\t{st.st_size}\t{st.st_mtime_ns}\t{_edges(path, st.st_size)}"
 
 
@@ -93,7 +97,48 @@ def load_cache(path: Path) -> dict | None:
         return None
     if not isinstance(payload, dict) or payload.get("version") != CACHE_VERSION:
         return None
+    problem = payload_problem(payload)
+    if problem:  # loadable but not what cnnzoo writes (edited, or from a buggy version): decode again
+        log.warning("ignoring malformed dataset cache %s (%s); it will be rebuilt", path, problem)
+        return None
     return payload
+
+
+SPLITS = ("all", "train", "val", "test")
+
+
+def payload_problem(payload: dict) -> str | None:
+    """What is wrong with a decoded payload's form ({"classes", "splits", "bad_images", "total"}), or None."""
+    classes = payload.get("classes")
+    if not isinstance(classes, list) or not classes or not all(isinstance(c, str) for c in classes):
+        return "classes is not a non-empty list of names"
+    splits = payload.get("splits")
+    if not isinstance(splits, dict) or not splits or not set(splits) <= set(SPLITS):
+        return f"splits should be some of {', '.join(SPLITS)}"
+    shapes = set()
+    for name, split in splits.items():
+        images, labels = (split.get("images"), split.get("labels")) if isinstance(split, dict) else (None, None)
+        if not isinstance(images, torch.Tensor) or images.dtype != torch.uint8 or images.dim() != 4:
+            return f"splits.{name}.images is not a uint8 [N, C, H, W] tensor"
+        if not isinstance(labels, torch.Tensor) or labels.dtype != torch.int64 or labels.shape != images.shape[:1]:
+            return f"splits.{name}.labels is not an int64 tensor of {images.shape[0]} labels"
+        try:
+            check_backed(images, f"splits.{name}.images")
+            check_backed(labels, f"splits.{name}.labels")
+        except LimitError as err:
+            return str(err)
+        if labels.numel() and not 0 <= int(labels.min()) <= int(labels.max()) < len(classes):
+            return f"splits.{name}.labels are not in [0, {len(classes)})"
+        shapes.add(tuple(images.shape[1:]))
+    if len(shapes) > 1:
+        return f"the splits' images have different shapes {sorted(shapes)}"
+    bad = payload.get("bad_images", [])
+    if not isinstance(bad, list) or not all(isinstance(b, (list, tuple)) and len(b) == 2 for b in bad):
+        return "bad_images is not a list of (file, reason) pairs"
+    total = payload.get("total", 0)
+    if isinstance(total, bool) or not isinstance(total, int) or total < 0:
+        return "total is not a count"
+    return None
 
 
 def _own_storage(t: torch.Tensor) -> torch.Tensor:

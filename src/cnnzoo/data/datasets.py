@@ -10,7 +10,9 @@ resizing and statistics happen after the cache, so changing the seed or split re
 from __future__ import annotations
 
 import difflib
+import logging
 import math
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +26,7 @@ from .digits import read_digits
 from .folder import is_archive, read_folder
 from .transforms import center_crop, resize_uint8
 
+log = logging.getLogger(__name__)
 NAMES = ("digits", "mnist", "fashion-mnist", "cifar10", "cifar100")
 ALIASES = {"sklearn-digits": "digits", "fashion_mnist": "fashion-mnist", "fashionmnist": "fashion-mnist",
            "fmnist": "fashion-mnist", "cifar-10": "cifar10", "cifar_10": "cifar10", "cifar-100": "cifar100",
@@ -180,7 +183,11 @@ def decoded(source: Source, decode_size: int | None, cache_dir, num_workers: int
     if payload is not None:
         return payload, fingerprint, True
     payload = _read(source, decode_size, num_workers)
+    started = time.perf_counter()
     save_cache(file, payload)
+    if file.exists():
+        log.info("cached the decoded images in %s (%.1fs); later runs read them from there", file,
+                 time.perf_counter() - started)
     return payload, fingerprint, False
 
 
@@ -238,10 +245,20 @@ def _check_args(val_fraction: float, test_fraction: float, on_bad_image: str, ma
         raise DataError(f"image_size must be at least 8, got {image_size}")
 
 
+def _decoded_splits(source: Source, root: Path, decode_size: int | None, val_fraction: float, test_fraction: float,
+                    seed: int, on_bad_image: str, max_bad_images: int | float, num_workers: int) -> tuple:
+    """(payload, fingerprint, from_cache, bad images, (train, val, test)) of a decoded source."""
+    payload, fingerprint, from_cache = decoded(source, decode_size, root, num_workers)
+    bad = _bad_image_policy(payload, on_bad_image, max_bad_images)
+    train, val, test = _splits(payload, val_fraction, test_fraction, seed, source.name)
+    _check_nonempty_classes(train, list(payload["classes"]), source.name)
+    return payload, fingerprint, from_cache, bad, (train, val, test)
+
+
 def load_dataset(spec: str = "digits", *, val_fraction: float = 0.1, seed: int = 0, image_size: int | None = None,
                  cache_dir: str | Path | None = None, on_bad_image: str = "error", max_bad_images: int | float = 0.01,
                  download: bool = False, num_workers: int = 2, test_fraction: float = 0.2,
-                 carve: bool = True) -> DatasetBundle:
+                 carve: bool = True, train_size: int | None = None, eval_size: int | None = None) -> DatasetBundle:
     """Load a dataset by name or path into uint8 train / val / test splits (see the module docstring).
 
     `test_fraction` (an addition to the agreed interface) is carved, stratified and with a
@@ -249,18 +266,26 @@ def load_dataset(spec: str = "digits", *, val_fraction: float = 0.1, seed: int =
     `carve=False` (for evaluating data other than a run's own) keeps the splits the source has and
     carves none: a folder without train/ comes whole as `train`, a missing val or test is None,
     and the statistics are not computed (mean/std are empty).
+    `train_size` keeps the training images with that shorter side, for scale augmentation
+    (VGG/ResNet: the largest S; the crop is `image_size`). `eval_size` keeps the val/test images
+    of a large image folder whole (their centre square, shorter side `eval_size`) instead of
+    centre-cropped to `image_size`, for dense and multi-crop testing; other sources' val/test
+    images are whole already and it leaves them alone.
     """
     _check_args(val_fraction, test_fraction, on_bad_image, max_bad_images, image_size)
     root = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
     source = resolve(str(spec), root, download)
     decode_size = _decode_size(source, image_size)
-    payload, fingerprint, from_cache = decoded(source, decode_size, root, num_workers)
-    bad = _bad_image_policy(payload, on_bad_image, max_bad_images)
-    classes = list(payload["classes"])
+    if train_size or eval_size:
+        return _load_resized(source, root, decode_size, image_size, train_size, eval_size, val_fraction,
+                             test_fraction, seed, on_bad_image, max_bad_images, num_workers)
     if not carve:
-        return _uncarved(source, payload, classes, image_size, fingerprint, bad, from_cache)
-    train, val, test = _splits(payload, val_fraction, test_fraction, seed, source.name)
-    _check_nonempty_classes(train, classes, source.name)
+        payload, fingerprint, from_cache = decoded(source, decode_size, root, num_workers)
+        bad = _bad_image_policy(payload, on_bad_image, max_bad_images)
+        return _uncarved(source, payload, list(payload["classes"]), image_size, fingerprint, bad, from_cache)
+    payload, fingerprint, from_cache, bad, (train, val, test) = _decoded_splits(
+        source, root, decode_size, val_fraction, test_fraction, seed, on_bad_image, max_bad_images, num_workers)
+    classes = list(payload["classes"])
     large = source.kind == "folder" and decode_size is not None and decode_size != image_size
     if large:
         val, test = (ImageSplit(center_crop(s.images, image_size), s.labels) if s is not None else None
@@ -292,3 +317,34 @@ def _uncarved(source: Source, payload: dict, classes: list[str], image_size: int
     c, h, w = next(s for s in (train, val, test) if s is not None).images.shape[1:]
     return DatasetBundle(name=source.name, classes=classes, train=train, val=val, test=test, mean=(), std=(),
                          input_size=(c, h, w), fingerprint=fingerprint, bad_images=bad, from_cache=from_cache)
+
+
+def _load_resized(source: Source, root: Path, decode_size: int | None, image_size: int | None, train_size: int | None,
+                  eval_size: int | None, val_fraction: float, test_fraction: float, seed: int, on_bad_image: str,
+                  max_bad_images: int | float, num_workers: int) -> DatasetBundle:
+    """load_dataset with the training images kept at `train_size` and/or large val/test images kept
+    whole at `eval_size`: decoded once at the largest size needed, every other size a reduction."""
+    if source.kind == "folder" and image_size is None:
+        raise DataError(f"{source.name}: train_size/eval_size need image_size (the size of the model's input)")
+    large = source.kind == "folder" and image_size > LARGE_IMAGE_MIN
+    if source.kind == "folder":
+        decode_size = max(size for size in (decode_size, train_size, eval_size if large else None) if size)
+    payload, fingerprint, from_cache, bad, (train, val, test) = _decoded_splits(
+        source, root, decode_size, val_fraction, test_fraction, seed, on_bad_image, max_bad_images, num_workers)
+    classes = list(payload["classes"])
+    crop = image_size or int(train.images.shape[-1])
+    usual = round(image_size * TRAIN_RESIZE_RATIO) if large else image_size  # the sizes load_dataset stores
+
+    def fit(split: ImageSplit | None, size: int | None, centre: int | None = None) -> ImageSplit | None:
+        if split is None:
+            return None
+        images = resize_uint8(split.images, size) if size else split.images
+        return ImageSplit(center_crop(images, centre) if centre else images, split.labels)
+
+    train = fit(train, train_size or usual)
+    whole = eval_size if large and eval_size else None
+    val, test = (fit(s, whole) if whole else fit(s, usual, crop if large else None) for s in (val, test))
+    mean, std = channel_stats(train.images)
+    return DatasetBundle(name=source.name, classes=classes, train=train, val=val, test=test, mean=mean, std=std,
+                         input_size=(int(train.images.shape[1]), crop, crop), fingerprint=fingerprint, bad_images=bad,
+                         from_cache=from_cache, large_images=min(train.images.shape[-2:]) > crop)

@@ -72,7 +72,7 @@ def list_folder(root: Path) -> Listing:
         if path.is_dir():
             listing.dirs.add(rel)
             listing.dirs.update(_parents(rel))
-        elif path.is_file():
+        elif path.is_file() or path.is_symlink():  # a dangling or looping link is listed, to be named as unreadable
             _add(listing, rel)
     return listing
 
@@ -220,14 +220,16 @@ def _decode_folder(path: Path, size: int | None, num_workers: int) -> tuple[List
     """Decode every image file; returns the listing, {name: position}, arrays and failure reasons."""
     if is_archive(path):
         listing = Listing([], set())
-        arrays, reasons = decode_many(iter_archive(path, listing), size=size, num_workers=num_workers)
+        arrays, reasons = decode_many(iter_archive(path, listing), size=size, num_workers=num_workers,
+                                      what=f"decoding {path.name}")
         position = {n: i for i, n in enumerate(listing.files)}
         listing.files.sort()
         return listing, position, arrays, reasons
     listing = list_folder(path)
     position = {n: i for i, n in enumerate(listing.files)}
     items: list[Item] = [(str(path / n), None) for n in listing.files]
-    arrays, reasons = decode_many(items, size=size, num_workers=num_workers)
+    arrays, reasons = decode_many(items, size=size, num_workers=num_workers, what=f"decoding {path.name}",
+                                  total=len(items))
     return listing, position, arrays, reasons
 
 

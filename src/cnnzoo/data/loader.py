@@ -35,7 +35,35 @@ def epoch_permutation(n: int, seed: int, epoch: int) -> torch.Tensor:
     return torch.randperm(n, generator=gen)
 
 
+def rank_share(order: torch.Tensor, rank: int, world_size: int, *, pad: bool) -> torch.Tensor:
+    """Process `rank`'s part of an epoch's order, by torch's DistributedSampler rule: with `pad`,
+    the order is extended by its own first items to a multiple of `world_size` (so every process
+    gets ceil(n / world) samples and a few samples are seen twice per epoch); without, it is cut to
+    a multiple (floor(n / world) each, a few samples unseen this epoch). Process r takes items
+    r, r + world, r + 2 world, ...: the union of the processes' k-th batches of b is then the k-th
+    batch of b x world of the one-process order."""
+    n = order.numel()
+    if pad:
+        total = math.ceil(n / world_size) * world_size
+        if total > n:
+            order = torch.cat([order, order.repeat(math.ceil((total - n) / max(n, 1)))[:total - n]])
+    else:
+        order = order[:n - n % world_size]
+    return order[rank::world_size]
+
+
+def eval_share(n: int, rank: int, world_size: int) -> torch.Tensor:
+    """Process `rank`'s part of an evaluated split: every sample exactly once over all processes."""
+    return torch.arange(n)[rank::world_size]
+
+
 CHUNK_BYTES = 256 << 20  # augmented float32 images prepared at once on an accelerator
+
+
+def check_world_size(state: dict, world_size: int) -> None:
+    saved = int(state.get("world_size", 1))
+    if saved != world_size:
+        raise ValueError(f"this data position was saved by {saved} process(es) and cannot continue with {world_size}")
 
 
 class DeviceLoader:
@@ -66,7 +94,18 @@ class DeviceLoader:
         self.seed, self.channels_last = int(seed), channels_last
         self.batches_per_chunk = batches_per_chunk or self._auto_chunk()
         self.epoch, self.position = 0, 0
+        self.rank, self.world_size, self.train_share = 0, 1, True
         self._gen = torch.Generator(device=self.device)
+
+    def shard(self, rank: int, world_size: int, *, train: bool) -> None:
+        """Serve only process `rank`'s share (`rank_share` for training, padded to equal shares;
+        `eval_share` for evaluation) in batches of batch_size / world_size (rounded up for evaluation)."""
+        if world_size <= 1:
+            return
+        if train and self.batch_size % world_size:
+            raise ValueError(f"batch size {self.batch_size} does not divide among {world_size} processes")
+        self.rank, self.world_size, self.train_share = int(rank), int(world_size), train
+        self.batch_size = self.batch_size // world_size if train else math.ceil(self.batch_size / world_size)
 
     def _auto_chunk(self) -> int:
         if self.device.type == "cpu":
@@ -76,7 +115,13 @@ class DeviceLoader:
 
     @property
     def num_samples(self) -> int:
-        return int(self.labels.shape[0])
+        """Samples this process serves per epoch (all of them for one process)."""
+        n, world = int(self.labels.shape[0]), self.world_size
+        if world == 1:
+            return n
+        if not self.train_share:
+            return len(range(self.rank, n, world))
+        return n // world if self.drop_last else math.ceil(n / world)
 
     def __len__(self) -> int:
         n = self.num_samples
@@ -90,27 +135,34 @@ class DeviceLoader:
 
     def state_dict(self) -> dict:
         return {"epoch": self.epoch, "position": self.position, "seed": self.seed,
-                "batches_per_chunk": self.batches_per_chunk}
+                "batches_per_chunk": self.batches_per_chunk, "world_size": self.world_size}
 
     def load_state_dict(self, state: dict) -> None:
+        check_world_size(state, self.world_size)
         self.epoch, self.position, self.seed = int(state["epoch"]), int(state["position"]), int(state["seed"])
         self.batches_per_chunk = int(state.get("batches_per_chunk", self.batches_per_chunk))
 
     def _order(self) -> torch.Tensor:
-        if not self.shuffle:
-            return torch.arange(self.num_samples, device=self.device)
-        return epoch_permutation(self.num_samples, self.seed, self.epoch).to(self.device)
+        n = int(self.labels.shape[0])
+        if self.world_size > 1 and not self.train_share:
+            return eval_share(n, self.rank, self.world_size).to(self.device)
+        order = epoch_permutation(n, self.seed, self.epoch) if self.shuffle else torch.arange(n)
+        if self.world_size > 1:
+            order = rank_share(order, self.rank, self.world_size, pad=not self.drop_last)
+        return order.to(self.device)
 
     def _seeded(self, *parts: int) -> torch.Generator:
-        return self._gen.manual_seed(derive_seed(self.seed, self.epoch, *parts))
+        # each process draws its own augmentations; one process keeps the historical stream
+        rank = (self.rank, self.world_size) if self.world_size > 1 else ()
+        return self._gen.manual_seed(derive_seed(self.seed, self.epoch, *parts, *rank))
 
-    def _prepare(self, index: torch.Tensor, chunk: int) -> torch.Tensor:
-        """Normalised (and, with an augment, transformed) float images of one chunk."""
-        images = self.images[index]
+    def _prepare(self, images: torch.Tensor, chunk: int, index: torch.Tensor | None = None) -> torch.Tensor:
+        """Normalised (and, with an augment, transformed) float images of one chunk of uint8 images;
+        `index`, their positions in the split, drives alternating flips (None: random flips)."""
         if self.augment is None:
             x = normalize(images, self.mean, self.std)
         elif isinstance(self.augment, BatchAugment):
-            x = self.augment.transform(images, self._seeded(chunk, 2))
+            x = self.augment.transform(images, self._seeded(chunk, 2), index=index, epoch=self.epoch)
         else:
             return images  # a plain callable augments whole batches in _finish
         fmt = torch.channels_last if self.channels_last else torch.contiguous_format
@@ -133,7 +185,7 @@ class DeviceLoader:
             chunk = self.position // k
             first, last = chunk * k, min(chunk * k + k, total)
             index = order[first * bs:last * bs]
-            x = self._prepare(index, chunk)
+            x = self._prepare(self.images[index], chunk, index)
             for step in range(self.position, last):
                 lo, hi = (step - first) * bs, (step - first + 1) * bs
                 batch = self._finish(x[lo:hi], self.labels[index[lo:hi]], step)

@@ -17,6 +17,7 @@ import os
 import pickle
 import random
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,7 @@ import numpy as np
 import torch
 
 from .._files import remove_stale_temporaries, temporary_for
+from .._limits import LimitError, check_torch_file
 from ..errors import CnnzooError
 
 log = logging.getLogger(__name__)
@@ -110,6 +112,10 @@ def load_checkpoint(path: str | os.PathLike, *, trust: bool = False, map_locatio
     if path.stat().st_size == 0:
         raise CheckpointError(f"checkpoint {path} is empty (0 bytes): it was never completely written")
     try:
+        check_torch_file(path)
+    except LimitError as err:
+        raise CheckpointError(str(err)) from None
+    try:
         obj = torch.load(path, map_location=map_location, weights_only=not trust)
     except pickle.UnpicklingError as err:
         detail = str(err).strip().splitlines()
@@ -128,14 +134,23 @@ def load_checkpoint(path: str | os.PathLike, *, trust: bool = False, map_locatio
     return obj
 
 
-def find_resume_checkpoint(run_dir: str | os.PathLike, *, trust: bool = False) -> tuple[Path, dict]:
+def find_resume_checkpoint(run_dir: str | os.PathLike, *, trust: bool = False,
+                           check: Callable[[Path, dict], None] | None = None) -> tuple[Path, dict]:
     """The most advanced loadable checkpoint of a run, warning about the ones that failed.
 
     `run_dir` may also be a checkpoint file. Progress is compared by the stored `step`.
+    `check(path, ckpt)` raises CheckpointError for a loadable file whose contents are unusable.
     """
     run_dir = Path(run_dir)
+
+    def load(path: Path) -> dict:
+        ckpt = load_checkpoint(path, trust=trust)
+        if check is not None:
+            check(path, ckpt)
+        return ckpt
+
     if run_dir.is_file():
-        return run_dir, load_checkpoint(run_dir, trust=trust)
+        return run_dir, load(run_dir)
     if not run_dir.is_dir():
         raise CheckpointError(f"run directory {run_dir} does not exist")
     good, failures = [], []
@@ -144,7 +159,7 @@ def find_resume_checkpoint(run_dir: str | os.PathLike, *, trust: bool = False) -
         if not candidate.exists():
             continue
         try:
-            good.append((candidate, load_checkpoint(candidate, trust=trust)))
+            good.append((candidate, load(candidate)))
         except CheckpointError as err:
             failures.append(str(err))
     if not good:

@@ -23,9 +23,14 @@ from typing import Any, Literal
 
 import yaml
 
+from .._limits import MAX_INPUT_SIDE
 from ..errors import ConfigError
 from ..registry import model_info
 from .task import get_task, task_names
+
+DEVICE_PATTERN = re.compile(r"auto|cpu|mps|cuda(:\d{1,4})?")
+MAX_SCALE = 4.0  # eval.scales: a multi-scale test resizes each image by these factors
+MAX_WORKERS = 256
 
 
 def resumable(default: Any = dataclasses.MISSING, **kwargs: Any) -> Any:
@@ -43,6 +48,11 @@ class ModelConfig:
     freeze_backbone: bool = False  # train only the classifier; backbone BN statistics stay fixed
     # init_from: start even when tensors besides the classifier are left random (listed); else refused
     allow_partial: bool = resumable(False)
+    # patch whitening of the first convolution (airbench, arXiv 2404.00498): its filters are set
+    # from the patches of this many training images and then frozen; 0 = off
+    whiten_images: int = 0
+    whiten_eps: float = 5e-4  # added to the eigenvalues before the 1/sqrt scaling
+    whiten_bias_epochs: float | None = None  # the whitened conv's bias trains this many epochs (None: always)
 
 
 @dataclass
@@ -62,11 +72,17 @@ class DataConfig:
     # fine-tuning (model.pretrained / model.init_from): normalise with the weights' mean/std
     # ("weights", as they were trained) or with the new data's ("dataset")
     normalize: Literal["weights", "dataset"] = "weights"
+    # image folders: decode everything once into memory ("off"), stream batches from worker
+    # processes ("on"), or stream only when the decoded images would pass memory_budget_gb ("auto")
+    stream: Literal["auto", "on", "off"] = "auto"
+    memory_budget_gb: float = resumable(8.0)
 
 
 @dataclass
 class OptimConfig:
-    name: Literal["sgd", "adamw", "rmsprop", "rmsprop_tf"] = "sgd"
+    # sgd_scaled: Nesterov SGD with lr and weight_decay per 1024 examples, converted to the batch
+    # and the momentum, weight decay decoupled from lr (airbench's units; see engine/optim.py)
+    name: Literal["sgd", "adamw", "rmsprop", "rmsprop_tf", "sgd_scaled"] = "sgd"
     lr: float = 0.1
     momentum: float = 0.9  # SGD and RMSprop
     nesterov: bool = False
@@ -76,11 +92,20 @@ class OptimConfig:
     alpha: float = 0.9  # RMSprop's decay of the squared-gradient average (Inception v3: 0.9)
     eps: float | None = None  # None: the optimiser's default (Inception v3's RMSprop: 1.0)
     grad_clip: float = 0.0  # max global gradient norm, 0 = off
+    grad_accum: int = 1  # micro-batches per optimiser step: each (per-process) batch is split this many ways
+    norm_lr_scale: float = 1.0  # normalisation-layer parameters: lr x this, weight decay / this (airbench: 64)
+    # lookahead: every N steps the weights move to an average w_avg <- d w_avg + (1 - d) w with
+    # d = lookahead_decay * (step / total) ** lookahead_power (airbench: 5, 0.95^5, 3); 0 = off
+    lookahead_every: int = 0
+    lookahead_decay: float = 0.7737809375
+    lookahead_power: float = 3.0
 
 
 @dataclass
 class ScheduleConfig:
-    name: Literal["constant", "step", "multistep", "cosine", "sgdr", "htd", "onecycle", "plateau"] = "cosine"
+    # triangle: linear from lr/div_factor up to lr over pct_start of the steps, then down to min_lr
+    name: Literal["constant", "step", "multistep", "cosine", "sgdr", "htd", "onecycle", "plateau",
+                  "triangle"] = "cosine"
     epochs: int = resumable(20)
     max_steps: int | None = resumable(None)  # stop after this many optimiser steps (the ResNet paper's 64k)
     unit: Literal["epoch", "step"] = "epoch"  # unit of step_size, milestones, t0 and warmup
@@ -92,7 +117,9 @@ class ScheduleConfig:
     t_mult: float = 2.0  # SGDR: each cycle is t_mult times longer than the one before
     htd_lower: float = -6.0  # hyperbolic-tangent decay bounds L and U (Hsueh et al. 2019)
     htd_upper: float = 3.0
-    warmup: float = 0.0  # linear warm-up length in front of the schedule
+    warmup: float = 0.0  # warm-up length in front of the schedule
+    warmup_mode: Literal["linear", "constant"] = "linear"  # ramp up to lr, or hold lr * warmup_factor
+    warmup_factor: float = 0.1  # constant warm-up: lr * warmup_factor (ResNet-110: 0.1 x 0.1 = 0.01)
     pct_start: float = 0.3  # one-cycle: fraction of the run spent increasing the lr
     div_factor: float = 25.0  # one-cycle: initial lr = lr / div_factor
     final_div_factor: float = 1e4  # one-cycle: final lr = initial lr / final_div_factor
@@ -112,6 +139,13 @@ class RegularizationConfig:
     hflip: bool | None = None
     random_resized_crop: bool | None = None  # Inception-style crop to the input size
     cutout: int = 0  # side of the square cut out of each image, 0 = off
+    pad_mode: Literal["zeros", "reflect"] = "zeros"  # the padding of the random crop (reflect: airbench)
+    flip: Literal["random", "alternate"] = "random"  # alternate: each image's flip alternates by epoch
+    # VGG/ResNet scale augmentation: shorter side S uniform in [S_min, S_max] ([256, 512] VGG,
+    # [256, 480] ResNet), or fixed ([256]: single-scale training), then a random crop of the input
+    # size and flip. [] = off. Training images are kept with shorter side S_max (memory: N x C x S_max^2 bytes).
+    scale_jitter: list[int] = field(default_factory=list)
+    pca_lighting: float = 0.0  # AlexNet's PCA colour noise: std of the alphas (paper 0.1), 0 = off
     mixup_alpha: float = 0.0
     cutmix_alpha: float = 0.0
 
@@ -119,6 +153,7 @@ class RegularizationConfig:
 @dataclass
 class RuntimeConfig:
     device: str = resumable("auto")  # auto, cpu, cuda, cuda:N, mps
+    threads: int | None = resumable(None)  # intra-op CPU threads (None: as set; the CLI: the CPUs it may use)
     amp: Literal["auto", "off", "bf16", "fp16"] = resumable("auto")  # auto: bf16 (or fp16) on CUDA, off on CPU
     channels_last: bool | None = resumable(None)  # None: on for CUDA and the CPU (measured faster there), off for MPS
     compile: bool = resumable(False)
@@ -128,15 +163,24 @@ class RuntimeConfig:
     skip_nonfinite: int = resumable(0)  # steps with a NaN/inf loss that may be skipped before stopping
     progress: Literal["auto", "bar", "log", "off"] = resumable("auto")  # auto: bars on a terminal, lines off it
     log_every: int = resumable(50)  # steps between progress lines off a terminal
+    log_seconds: float = resumable(30.0)  # ... and at most this many seconds between them
     tensorboard: bool = resumable(True)  # when the tensorboard package is installed
     report: bool = resumable(True)  # plots and report.html at the end of a run (needs cnnzoo[viz])
     trust_checkpoint: bool = resumable(False)  # allow pickled objects in model.init_from
+    sync_bn: bool = False  # several processes: BatchNorm statistics over the global batch (SyncBatchNorm)
+    dist_timeout: float = resumable(600.0)  # seconds a process waits for the others before giving up
 
 
 @dataclass
 class EvalConfig:
-    tta: Literal["none", "hflip", "tencrop", "multiscale"] = resumable("none")  # for the final test
-    crop_size: int | None = resumable(None)  # tencrop: None = 7/8 of the image side
+    # for the final test; dense, crop144 and dense_multicrop are the papers' whole-image tests (engine/tta.py)
+    tta: Literal["none", "hflip", "tencrop", "multiscale", "fliptranslate", "dense", "crop144",
+                 "dense_multicrop"] = resumable("none")
+    crop_size: int | None = resumable(None)  # tencrop: None = 7/8 of the image side; crop144/multicrop: the input size
+    # dense / crop144 / dense_multicrop: shorter sides in pixels the whole image is rescaled to;
+    # [] = the paper's (dense: ResNet's 224, 256, 384, 480, 640; crop144: GoogLeNet's 256, 288, 320,
+    # 352), scaled by input size / 224
+    sizes: list[int] = resumable(default_factory=list)
     scales: list[float] = resumable(default_factory=lambda: [0.875, 1.0, 1.125])  # multiscale
 
 
@@ -204,11 +248,12 @@ def load_recipe(path: str | Path) -> dict:
 def find_recipe(name: str) -> Path:
     """A recipe path as given, or the name of one shipped with cnnzoo (`cnnzoo recipes` lists them)."""
     path = Path(name)
-    if path.is_file() or path.suffix in (".yaml", ".yml") or "/" in name:
-        return path
     shipped = shipped_recipes()
-    if name in shipped:
+    if name in shipped and not path.is_file():  # a shipped name such as paper/resnet20_cifar10
         return shipped[name]
+    folders = {known.split("/")[0] for known in shipped if "/" in known}
+    if path.is_file() or path.suffix in (".yaml", ".yml") or ("/" in name and name.split("/")[0] not in folders):
+        return path
     close = difflib.get_close_matches(name, shipped, n=3, cutoff=0.5)
     hint = f"; did you mean {', '.join(close)}?" if close else _recipe_hint()
     raise ConfigError(f"no recipe named {name!r}{hint}")
@@ -216,12 +261,20 @@ def find_recipe(name: str) -> Path:
 
 def shipped_recipes() -> dict[str, Path]:
     """Name -> file of the recipes inside the installed package (read with importlib.resources,
-    so a wheel installed with `pip install .` has them as well as an editable checkout)."""
-    folder = resources.files("cnnzoo") / "recipes"
-    found = {}
+    so a wheel installed with `pip install .` has them as well as an editable checkout). Recipes in
+    a sub-folder are named with it: `paper/resnet20_cifar10` (the papers' recipes)."""
+    return _recipes_in(resources.files("cnnzoo") / "recipes", "")
+
+
+def _recipes_in(folder: Any, prefix: str) -> dict[str, Path]:
+    found, folders = {}, []
     for item in sorted(folder.iterdir(), key=lambda t: t.name):
         if item.is_file() and item.name.endswith((".yaml", ".yml")):
-            found[item.name.rsplit(".", 1)[0]] = Path(str(item))
+            found[prefix + item.name.rsplit(".", 1)[0]] = Path(str(item))
+        elif item.is_dir() and not item.name.startswith((".", "_")):
+            folders.append(item)
+    for sub in folders:  # the top-level recipes first
+        found.update(_recipes_in(sub, f"{prefix}{sub.name}/"))
     return found
 
 
@@ -300,6 +353,23 @@ def validate(cfg: Config) -> Config:
     _check(o.eps is None or o.eps > 0, "optim.eps", "must be > 0")
     _check(all(0 <= b < 1 for b in o.betas), "optim.betas", "must both be in [0, 1)")
     _check(o.grad_clip >= 0, "optim.grad_clip", "must be >= 0 (0 turns clipping off)")
+    _check(o.grad_accum >= 1, "optim.grad_accum", "must be at least 1")
+    _check(d.batch_size % o.grad_accum == 0, "optim.grad_accum",
+           f"data.batch_size={d.batch_size} does not split into {o.grad_accum} equal micro-batches")
+    _check(d.memory_budget_gb > 0, "data.memory_budget_gb", "must be > 0")
+    _check(rt.dist_timeout > 0, "runtime.dist_timeout", "must be > 0 seconds")
+    _check(o.name != "sgd_scaled" or o.momentum > 0, "optim.momentum", "sgd_scaled is Nesterov SGD: needs momentum > 0")
+    _check(o.norm_lr_scale > 0, "optim.norm_lr_scale", "must be > 0")
+    _check(o.lookahead_every >= 0, "optim.lookahead_every", "must be >= 0 (0 turns lookahead off)")
+    _check(0 <= o.lookahead_decay <= 1, "optim.lookahead_decay", "must be in [0, 1]")
+    _check(o.lookahead_power >= 0, "optim.lookahead_power", "must be >= 0")
+    m0 = cfg.model
+    _check(m0.whiten_images >= 0, "model.whiten_images", "must be >= 0 (0 turns whitening off)")
+    _check(not m0.whiten_images or classification, "model.whiten_images",
+           f"patch whitening is implemented for classification; task is {cfg.task!r}")
+    _check(m0.whiten_eps > 0, "model.whiten_eps", "must be > 0")
+    _check(m0.whiten_bias_epochs is None or m0.whiten_bias_epochs >= 0, "model.whiten_bias_epochs", "must be >= 0")
+    _check(rt.threads is None or rt.threads >= 1, "runtime.threads", "must be at least 1")
     _check(s.epochs >= 1, "schedule.epochs", "must be at least 1")
     _check(s.max_steps is None or s.max_steps >= 1, "schedule.max_steps", "must be at least 1")
     _check(s.step_size > 0, "schedule.step_size", "must be > 0")
@@ -312,6 +382,7 @@ def validate(cfg: Config) -> Config:
     _check(s.t_mult >= 1, "schedule.t_mult", "must be >= 1")
     _check(s.htd_lower < s.htd_upper, "schedule.htd_lower", "must be below schedule.htd_upper")
     _check(s.warmup >= 0, "schedule.warmup", "must be >= 0")
+    _check(0 < s.warmup_factor <= 1, "schedule.warmup_factor", "must be in (0, 1]")
     _check(not (s.name == "onecycle" and s.warmup > 0), "schedule.warmup",
            "one-cycle has its own warm-up phase; set schedule.pct_start instead")
     _check(0 < s.pct_start < 1, "schedule.pct_start", "must be in (0, 1)")
@@ -326,6 +397,12 @@ def validate(cfg: Config) -> Config:
     _check(not (r.random_resized_crop and r.crop_padding), "regularization.crop_padding",
            "choose either random_resized_crop or crop_padding, not both")
     _check(r.cutout >= 0, "regularization.cutout", "must be >= 0")
+    _check(len(r.scale_jitter) in (0, 1, 2) and all(v >= 8 for v in r.scale_jitter)
+           and list(r.scale_jitter) == sorted(r.scale_jitter), "regularization.scale_jitter",
+           "must be [], [S] or [S_min, S_max] with 8 <= S_min <= S_max pixels")
+    _check(not (r.scale_jitter and (r.random_resized_crop or r.crop_padding)), "regularization.scale_jitter",
+           "makes its own crops; leave random_resized_crop and crop_padding unset")
+    _check(0 <= r.pca_lighting <= 1, "regularization.pca_lighting", "must be in [0, 1] (AlexNet: 0.1)")
     _check(r.mixup_alpha >= 0, "regularization.mixup_alpha", "must be >= 0")
     _check(r.cutmix_alpha >= 0, "regularization.cutmix_alpha", "must be >= 0")
     if not classification:
@@ -335,12 +412,21 @@ def validate(cfg: Config) -> Config:
     _check(rt.save_every_steps >= 0, "runtime.save_every_steps", "must be >= 0 (0 = only at epoch ends)")
     _check(rt.skip_nonfinite >= 0, "runtime.skip_nonfinite", "must be >= 0")
     _check(rt.log_every >= 1, "runtime.log_every", "must be at least 1")
+    _check(rt.log_seconds > 0, "runtime.log_seconds", "must be > 0")
     _check(not (rt.amp == "fp16" and rt.device.startswith("cpu")), "runtime.amp",
            "fp16 autocast needs a CUDA device; use bf16 on the CPU")
-    _check(rt.device == "auto" or rt.device.split(":")[0] in ("cpu", "cuda", "mps"), "runtime.device",
+    _check(DEVICE_PATTERN.fullmatch(rt.device) is not None, "runtime.device",
            f"{rt.device!r} is not auto, cpu, cuda, cuda:N or mps")
+    _check(0 <= rt.seed < 2**32, "runtime.seed", f"must be in [0, 2**32), got {rt.seed}")
+    # sizes that allocate in proportion: bounded like the numbers read from checkpoints
+    for key, value in (("data.image_size", d.image_size), ("eval.crop_size", e.crop_size),
+                       ("regularization.crop_padding", r.crop_padding), ("regularization.cutout", r.cutout)):
+        _check(value is None or value <= MAX_INPUT_SIDE, key, f"must be at most {MAX_INPUT_SIDE} pixels")
+    _check(all(x <= MAX_SCALE for x in e.scales), "eval.scales", f"must be at most {MAX_SCALE}")
+    _check(d.num_workers <= MAX_WORKERS, "data.num_workers", f"must be at most {MAX_WORKERS}")
     _check(e.crop_size is None or e.crop_size >= 1, "eval.crop_size", "must be a positive number of pixels")
     _check(bool(e.scales) and all(x > 0 for x in e.scales), "eval.scales", "must be positive numbers")
+    _check(all(x >= 1 for x in e.sizes), "eval.sizes", "must be positive numbers of pixels")
     if e.tta == "tencrop" and e.crop_size and d.image_size:
         check_crop(e.crop_size, (d.image_size, d.image_size), key="eval.crop_size")
     m = cfg.model
@@ -349,6 +435,7 @@ def validate(cfg: Config) -> Config:
     _check(not m.freeze_backbone or bool(m.pretrained or m.init_from), "model.freeze_backbone",
            "needs weights to freeze: give --pretrained TAG_OR_FILE or --init-from CHECKPOINT")
     _check_model_task(cfg, task.models_of)
+    check_image_size(cfg.model.name, d.image_size)
     from_dict(task.Options or NoOptions, cfg.task_options, "task_options.")
     return cfg
 
@@ -358,6 +445,16 @@ def _check_model_task(cfg: Config, wanted: str) -> None:
     if model_task != wanted:
         raise ConfigError(f"model.name: {cfg.model.name!r} is a {model_task!r} model but the task is {cfg.task!r}; "
                           f"use --task {model_task} or a {wanted!r} model")
+
+
+def check_image_size(model: str, image_size: int | None, *, key: str = "data.image_size") -> None:
+    """An image size someone chose (not None) must fit the model's declared minimum input; only
+    the dataset's own size is raised to the minimum, with a note (tasks/classification)."""
+    minimum = model_info(model)["min_input_size"]
+    if image_size is not None and minimum and image_size < min(minimum[1:]):
+        raise ConfigError(f"{key}: {image_size} px is below {model}'s minimum input of {min(minimum[1:])} px; "
+                          f"choose at least {min(minimum[1:])}, or leave it unset to have smaller images "
+                          "resized to the minimum")
 
 
 def resumable_keys(cls: type | None = None, prefix: str = "") -> set[str]:

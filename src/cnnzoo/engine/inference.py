@@ -15,6 +15,8 @@ from .task import DataMeta, get_task
 
 def read_checkpoint(path: str | Path, *, trust: bool = False, expect_model: str | None = None) -> dict:
     """A cnnzoo training checkpoint, checked to be one (and of `expect_model` when given)."""
+    from .checkpoint_schema import check_checkpoint
+
     ckpt = load_checkpoint(path, trust=trust)
     missing = [k for k in ("model_name", "config", "meta") if k not in ckpt]
     if missing:
@@ -23,6 +25,7 @@ def read_checkpoint(path: str | Path, *, trust: bool = False, expect_model: str 
     if expect_model and ckpt["model_name"] != expect_model:
         raise CnnzooError(f"{path} is a checkpoint of {ckpt['model_name']!r}, not {expect_model!r}; "
                           f"use --model {ckpt['model_name']} or a checkpoint of {expect_model}")
+    check_checkpoint(path, ckpt)
     return ckpt
 
 

@@ -62,10 +62,12 @@ def write_confusion_csv(matrix: torch.Tensor, classes: list[str], path: str | Pa
 class RunLog:
     """Writes metrics.csv and (optionally) TensorBoard scalars for a run directory."""
 
-    def __init__(self, run_dir: Path, history: list[dict], *, tensorboard: bool, purge_step: int | None = None):
+    def __init__(self, run_dir: Path, history: list[dict], *, tensorboard: bool, purge_step: int | None = None,
+                 write: bool = True):
         self.path = run_dir / "metrics.csv"
         self.history = history
-        self.writer = _tensorboard_writer(run_dir, purge_step) if tensorboard else None
+        self.write = write  # False: keep the history only (the processes of a run other than rank 0)
+        self.writer = _tensorboard_writer(run_dir, purge_step) if tensorboard and write else None
         if history:
             self._rewrite()
 
@@ -85,6 +87,8 @@ class RunLog:
                 self.writer.add_scalar(f"step/{key}", value, step)
 
     def _rewrite(self) -> None:
+        if not self.write:
+            return
         columns: list[str] = []
         for row in self.history:
             columns += [k for k in row if k not in columns]

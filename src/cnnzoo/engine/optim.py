@@ -4,6 +4,16 @@ Inception v3 was trained with TensorFlow's RMSProp (decay 0.9, epsilon 1.0). Ten
 epsilon inside the square root, sqrt(ms + eps), and starts the mean square at 1; torch's
 RMSprop adds it outside, sqrt(ms) + eps, and starts at 0. With eps = 1.0 the two differ by a
 lot, so `rmsprop_tf` reproduces the TensorFlow update (the same finding as timm's RMSpropTF).
+
+`sgd_scaled` is Nesterov SGD in airbench's units (Jordan 2024, arXiv 2404.00498): `lr` and
+`weight_decay` are given per 1024 examples of a summed loss and per unit of momentum gain, so
+that they keep their meaning when the batch size or the momentum changes. With the engine's
+mean loss over a batch of B, torch's SGD gets lr' = lr x B / (1024 (1 + 1/(1 - momentum))) and
+weight decay wd' = wd / lr: the decay of a step, lr' x wd' = wd x B / (1024 (1 + 1/(1 - momentum))),
+does not depend on the learning rate (decoupled, as in Loshchilov & Hutter's SGDW), while the
+schedule still scales both. `norm_lr_scale` (airbench: 64 for its batch-norm shifts) multiplies
+the lr of normalisation-layer parameters and divides their weight decay, leaving their decay
+per step unchanged.
 """
 
 from __future__ import annotations
@@ -29,8 +39,41 @@ def param_groups(model: nn.Module, weight_decay: float, no_decay_norm_bias: bool
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
-def build_optimizer(model: nn.Module, cfg: OptimConfig) -> Optimizer:
-    groups = param_groups(model, cfg.weight_decay, cfg.no_decay_norm_bias)
+NORM_LAYERS = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm, nn.LocalResponseNorm)
+
+
+def scale_norm_groups(groups: list[dict], model: nn.Module, scale: float, lr: float) -> list[dict]:
+    """Each group split into its normalisation-layer parameters (lr x scale, weight decay / scale)
+    and the rest; empty groups dropped."""
+    norm_ids = {id(p) for m in model.modules() if isinstance(m, NORM_LAYERS) for p in m.parameters(recurse=False)}
+    out = []
+    for group in groups:
+        norm = [p for p in group["params"] if id(p) in norm_ids]
+        rest = [p for p in group["params"] if id(p) not in norm_ids]
+        if rest:
+            out.append({**group, "params": rest})
+        if norm:
+            out.append({**group, "params": norm, "lr": group.get("lr", lr) * scale,
+                        "weight_decay": group["weight_decay"] / scale})
+    return out
+
+
+def scaled_sgd_settings(lr: float, weight_decay: float, momentum: float, batch_size: int) -> tuple[float, float]:
+    """(torch lr, torch weight decay) of `sgd_scaled` for a mean loss over `batch_size` examples."""
+    per_example = lr / (1024 * (1 + 1 / (1 - momentum)))
+    return per_example * batch_size, weight_decay / lr
+
+
+def build_optimizer(model: nn.Module, cfg: OptimConfig, *, batch_size: int = 1024) -> Optimizer:
+    """The optimiser of `cfg` over the trainable parameters; `batch_size` matters to sgd_scaled only."""
+    lr, weight_decay = cfg.lr, cfg.weight_decay
+    if cfg.name == "sgd_scaled":
+        lr, weight_decay = scaled_sgd_settings(cfg.lr, cfg.weight_decay, cfg.momentum, batch_size)
+    groups = param_groups(model, weight_decay, cfg.no_decay_norm_bias)
+    if cfg.norm_lr_scale != 1:
+        groups = scale_norm_groups(groups, model, cfg.norm_lr_scale, lr)
+    if cfg.name == "sgd_scaled":
+        return torch.optim.SGD(groups, lr=lr, momentum=cfg.momentum, nesterov=True)
     if cfg.name == "sgd":
         return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov)
     if cfg.name == "adamw":

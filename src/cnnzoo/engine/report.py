@@ -1,11 +1,13 @@
 """The lines a training run prints: the banner, one line per epoch, the test, how it stopped.
 
-Only wording lives here; the trainer decides when each is said and hands them to its
-`say` callable (the progress display's writer), so the CLI decides where they go.
+Only wording lives here; the trainer decides when each is said and where: results (the banner,
+the epoch lines, the test line) through `Progress.write` to stdout, notes and warnings (how a
+run stopped, skipped images) through `Progress.note` to stderr.
 """
 
 from __future__ import annotations
 
+import math
 import shlex
 import signal
 from pathlib import Path
@@ -13,19 +15,28 @@ from typing import Any, Callable
 
 from torch import nn
 
+from .._text import count
 from ..analysis.summary import norm_statistics
-from .config import Config
+from ..registry import cite, model_info
+from .config import Config, ScheduleConfig
 from .progress import format_metric
+from .schedulers import total_steps
 from .task import DataMeta
 
 Say = Callable[[str], None]
 
 
-def describe_run(say: Say, cfg: Config, meta: DataMeta, model: nn.Module, run_dir: Path, device: Any,
-                 precision: str, steps_per_epoch: int) -> None:
+def run_start(say: Say, cfg: Config, run_dir: Path) -> None:
+    """The first lines of a run, said before any data is read: where it writes, what it trains."""
+    say(f"run directory: {run_dir}")
+    say(f"model: {cfg.model.name} ({cite(model_info(cfg.model.name)['paper'])})")
+
+
+def describe_run(say: Say, cfg: Config, meta: DataMeta, model: nn.Module, device: Any, precision: str,
+                 steps_per_epoch: int) -> None:
+    """The lines said once the data is read and the model built."""
     params = sum(p.numel() for p in model.parameters())
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    say(f"run directory: {run_dir}")
     say(f"data: {meta.describe()}")
     frozen = ""
     if trainable != params:
@@ -33,9 +44,23 @@ def describe_run(say: Say, cfg: Config, meta: DataMeta, model: nn.Module, run_di
         frozen = (f": {trainable:,} trainable, {params - trainable:,} frozen" +
                   (f" (+ {stats:,} BatchNorm running statistics, buffers rather than parameters, also fixed)"
                    if stats else ""))
-    say(f"model: {cfg.model.name}, {params:,} parameters{frozen}")
-    say(f"training: {cfg.schedule.epochs} epochs x {steps_per_epoch} steps, {cfg.optim.name} lr {cfg.optim.lr:g}, "
+    say(f"parameters: {params:,}{frozen}")
+    say(f"training: {planned_training(cfg.schedule, steps_per_epoch)}, {cfg.optim.name} lr {cfg.optim.lr:g}, "
         f"{cfg.schedule.name} schedule, batch {cfg.data.batch_size}, {device}, {precision}")
+
+
+def planned_epochs(schedule: ScheduleConfig, steps_per_epoch: int) -> int:
+    """The epochs the run will reach: schedule.epochs, fewer when schedule.max_steps ends it sooner."""
+    return math.ceil(total_steps(schedule, steps_per_epoch) / steps_per_epoch)
+
+
+def planned_training(schedule: ScheduleConfig, steps_per_epoch: int) -> str:
+    """`20 epochs x 21 steps`, or with max_steps stopping sooner, `2 epochs x 21 steps, stopping at step 30`."""
+    text = f"{count(planned_epochs(schedule, steps_per_epoch), 'epoch')} x {count(steps_per_epoch, 'step')}"
+    total = total_steps(schedule, steps_per_epoch)
+    if total < schedule.epochs * steps_per_epoch:
+        text += f", stopping at step {total:,} (max steps)"
+    return text
 
 
 def resuming(path: Path, epoch: int, batch: int, step: int) -> str:
@@ -87,7 +112,7 @@ def write_failed(run_dir: Path, err: Exception) -> str:
 
 def bad_images(say: Say, meta: DataMeta) -> None:
     if meta.bad_images:
-        say(f"skipped {len(meta.bad_images)} unreadable image(s):")
+        say(f"skipped {count(len(meta.bad_images), 'unreadable image')}:")
         for path, reason in meta.bad_images:
             say(f"  {path}: {reason}")
 

@@ -71,6 +71,8 @@ class Run:
     scaler: torch.amp.GradScaler
     loader: Any  # the training loader (its position is part of the checkpoint)
     run_dir: Path
+    dist: Any = None  # cnnzoo.engine.distributed.Distributed of a run of several processes (rank 0 writes)
+    averager: Any = None  # a WeightAverage (lookahead) whose average is part of the checkpoint
 
 
 @dataclass
@@ -79,9 +81,11 @@ class Resume:
     checkpoint: dict
 
 
-def checkpoint_dict(run: Run, state: TrainState) -> dict:
-    """Everything a resume or an evaluation needs, as weights_only-loadable plain data."""
+def checkpoint_dict(run: Run, state: TrainState, ranks_rng: list | None = None) -> dict:
+    """Everything a resume or an evaluation needs, as weights_only-loadable plain data
+    (`ranks_rng`: every process's RNG state, for a run of several processes)."""
     meta = run.meta
+    extra = {"distributed": run.dist.checkpoint_entry(ranks_rng)} if ranks_rng is not None else {}
     return {
         "format": CHECKPOINT_FORMAT,
         "cnnzoo_version": __version__,
@@ -104,35 +108,62 @@ def checkpoint_dict(run: Run, state: TrainState) -> dict:
         "epoch": state.epoch,
         "step": state.step,
         "state": dataclasses.asdict(state),
+        **extra,
+        **({"weight_average": run.averager.state_dict()} if run.averager is not None else {}),
     }
 
 
 def save_checkpoint(run: Run, state: TrainState, name: str) -> Path:
-    """Atomically write run_dir/name, refusing weights that are not finite."""
+    """Atomically write run_dir/name, refusing weights that are not finite. With several
+    processes every one of them calls this (their RNG states are gathered) and rank 0 writes."""
     bad = [n for n, p in run.model.state_dict().items() if p.is_floating_point() and not torch.isfinite(p).all()]
     if bad:
         raise NonFiniteLossError(
             f"the weights became non-finite ({bad[0]}{' and others' if len(bad) > 1 else ''}) by step {state.step}; "
             f"{name} was not overwritten, the last good checkpoints are in {run.run_dir}")
     path = run.run_dir / name
-    atomic_save(checkpoint_dict(run, state), path)
+    ranks_rng = run.dist.gather_rng() if run.dist is not None else None
+    if run.dist is None or run.dist.is_main:
+        atomic_save(checkpoint_dict(run, state, ranks_rng), path)
     return path
 
 
 def restore(ckpt: dict, run: Run) -> TrainState:
     """Put model, optimiser, schedule, scaler, data position and RNGs back where the checkpoint was."""
-    try:
-        run.model.load_state_dict(ckpt["model"])
-    except RuntimeError as err:
-        raise ResumeError(f"the checkpoint's weights do not fit this model: {first_line(err)}") from None
-    run.optimizer.load_state_dict(ckpt["optimizer"])
-    run.schedule.load_state_dict(ckpt["scheduler"])
-    run.scaler.load_state_dict(ckpt["scaler"])
-    state = TrainState(**ckpt["state"])
-    if state.batch > 0:
-        run.loader.load_state_dict(ckpt["loader"])
-    restore_rng_state(ckpt["rng"])
+    state = TrainState(**ckpt["state"])  # its keys and types are checked by check_resumable
+    parts = (("weights", lambda: run.model.load_state_dict(ckpt["model"])),
+             ("optimizer state", lambda: _restore_optimizer(run.optimizer, ckpt["optimizer"])),
+             ("schedule state", lambda: run.schedule.load_state_dict(ckpt["scheduler"])),
+             ("grad scaler state", lambda: run.scaler.load_state_dict(ckpt["scaler"])),
+             ("weight average", lambda: run.averager is None or "weight_average" not in ckpt
+              or run.averager.load_state_dict(ckpt["weight_average"])),
+             ("data position", lambda: _restore_loader(run.loader, ckpt["loader"], state)),
+             ("random generator states", lambda: restore_rng_state(ckpt["rng"])),
+             ("per-process random generator states", lambda: run.dist is None or run.dist.restore_rng(ckpt)))
+    for what, load in parts:
+        try:
+            load()
+        except (RuntimeError, ValueError, KeyError, TypeError, IndexError, AttributeError) as err:
+            raise ResumeError(f"cannot restore the {what} of the checkpoint in {run.run_dir}: {first_line(err)}") from None
     return state
+
+
+def _restore_optimizer(optimizer: torch.optim.Optimizer, saved: dict) -> None:
+    """Load the optimiser's state, then check that every per-parameter buffer (momentum, Adam's
+    moments) has its parameter's shape: torch checks only the group sizes."""
+    optimizer.load_state_dict(saved)
+    for group in optimizer.param_groups:
+        for param in group["params"]:
+            for name, value in optimizer.state.get(param, {}).items():
+                if isinstance(value, torch.Tensor) and value.dim() and value.shape != param.shape:
+                    raise ValueError(f"{name} has shape {tuple(value.shape)} for a parameter of shape {tuple(param.shape)}")
+
+
+def _restore_loader(loader: Any, saved: dict, state: TrainState) -> None:
+    if state.batch > len(loader):
+        raise ValueError(f"the run stopped at batch {state.batch} of an epoch that has {len(loader)}")
+    if state.batch > 0:
+        loader.load_state_dict(saved)
 
 
 def check_resume(resume: Resume, cfg: Config, task: Task, meta: DataMeta) -> None:
@@ -155,9 +186,10 @@ def check_resume(resume: Resume, cfg: Config, task: Task, meta: DataMeta) -> Non
                         f"{meta.fingerprint[:16]}): other files, or copies with new modification times (`cp -a` and "
                         "`rsync -a` keep them)")
     # The data is known by its fingerprint, not by where it is: a moved dataset resumes (--data NEWPATH).
+    defaults = _flatten(config_to_dict(Config()))  # keys added since the checkpoint was written have their defaults
     changeable = resumable_keys() | {"data.dataset"}
     for key in sorted(set(before) | set(now)):
-        if before.get(key) != now.get(key) and key not in changeable:
+        if before.get(key, defaults.get(key)) != now.get(key) and key not in changeable:
             problems.append(f"{key}: {before.get(key)!r} in the checkpoint, {now.get(key)!r} now")
     if problems:
         raise ResumeError(f"cannot resume {resume.path}: " + "; ".join(problems)
@@ -165,7 +197,9 @@ def check_resume(resume: Resume, cfg: Config, task: Task, meta: DataMeta) -> Non
 
 
 def load_resume(run_dir: str | Path, *, trust: bool = False) -> Resume:
-    path, ckpt = find_resume_checkpoint(run_dir, trust=trust)
+    from .checkpoint_schema import check_resumable
+
+    path, ckpt = find_resume_checkpoint(run_dir, trust=trust, check=check_resumable)
     return Resume(path, ckpt)
 
 

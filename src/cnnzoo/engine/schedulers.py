@@ -11,7 +11,11 @@ multiplies the base learning rate lr0; T is the total number of steps:
 - cosine:     m + (1 - m) (1 + cos(pi t / T)) / 2,  m = min_lr / lr0   (Loshchilov & Hutter 2017)
 - sgdr:       the cosine restarted after t0 steps, then t0 * t_mult, ...   (SGDR, arXiv 1608.03983)
 - htd:        (1 - tanh(L + (U - L) t / T)) / 2, L = -6, U = 3  (Hsueh et al. 2019, arXiv 1806.01593)
-- warm-up:    the factor times min(1, (t + 1) / W) for the first W steps, in front of any of them
+- triangle:   linear from 1/div_factor to 1 over the first W = floor(pct_start T) steps, then linear
+              to m at T (airbench, Jordan 2024, arXiv 2404.00498: 0.2 -> 1 over 23%, then -> 0.07)
+- warm-up:    the factor times min(1, (t + 1) / W) for the first W steps, in front of any of them;
+              `warmup_mode: constant` multiplies them by `warmup_factor` instead (ResNet-110's
+              warm-up, He et al. 2016 section 4.2: 0.01 = 0.1 x 0.1 for 400 iterations, then 0.1)
 
 `onecycle` is torch's OneCycleLR (Smith & Topin 2017), and `plateau` torch's ReduceLROnPlateau
 (divide by 10 when the VALIDATION metric stops improving, as AlexNet did by hand), stepped
@@ -46,10 +50,17 @@ def lr_factor_fn(cfg: ScheduleConfig, steps_per_epoch: int, lr: float) -> Callab
     def factor(t: int) -> float:
         f = base(t)
         if t < warmup:
-            f *= min(1.0, (t + 1) / warmup)
+            f *= warmup_multiplier(cfg, t, warmup)
         return f
 
     return factor
+
+
+def warmup_multiplier(cfg: ScheduleConfig, t: int, length: float) -> float:
+    """What warm-up multiplies the schedule by at step t < length: a linear ramp, or a constant."""
+    if cfg.warmup_mode == "constant":
+        return cfg.warmup_factor
+    return min(1.0, (t + 1) / length)
 
 
 def _constant(cfg: ScheduleConfig, unit: float, T: int, m: float) -> Callable[[int], float]:
@@ -86,7 +97,18 @@ def _htd(cfg: ScheduleConfig, unit: float, T: int, m: float) -> Callable[[int], 
     return lambda t: (1 - math.tanh(lo + (hi - lo) * min(t, T) / T)) / 2
 
 
-_BASE = dict(constant=_constant, step=_step, multistep=_multistep, cosine=_cosine, sgdr=_sgdr, htd=_htd)
+def _triangle(cfg: ScheduleConfig, unit: float, T: int, m: float) -> Callable[[int], float]:
+    start, peak = 1.0 / cfg.div_factor, max(1, math.floor(cfg.pct_start * T))
+
+    def factor(t: int) -> float:
+        if t < peak:
+            return start + (1 - start) * t / peak
+        return 1 + (m - 1) * min(t - peak, T - peak) / max(T - peak, 1)
+
+    return factor
+
+
+_BASE = dict(triangle=_triangle, constant=_constant, step=_step, multistep=_multistep, cosine=_cosine, sgdr=_sgdr, htd=_htd)
 
 
 class Schedule:
@@ -95,7 +117,7 @@ class Schedule:
 
     def __init__(self, optimizer: Optimizer, cfg: ScheduleConfig, *, steps_per_epoch: int, lr: float,
                  mode: str = "max"):
-        self.name = cfg.name
+        self.name, self.cfg = cfg.name, cfg
         self.optimizer = optimizer
         self.t = 0
         self.total = max(1, total_steps(cfg, steps_per_epoch))
@@ -129,7 +151,7 @@ class Schedule:
 
     def _set_warmup_lr(self) -> None:
         if self.t <= self.warmup and self.warmup > 0:
-            ramp = min(1.0, (self.t + 1) / self.warmup)
+            ramp = warmup_multiplier(self.cfg, self.t, self.warmup) if self.t < self.warmup else 1.0
             for group, base in zip(self.optimizer.param_groups, self.base_lrs):
                 group["lr"] = base * ramp
 

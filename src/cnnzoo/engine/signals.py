@@ -28,10 +28,16 @@ class StopRequest:
     """Context manager installing the handlers; `requested` is the first signal number or None.
 
     Until `arm()` (the first training step), a signal raises `Interrupted` at once: a decode of a
-    large dataset stops within seconds instead of finishing first."""
+    large dataset stops within seconds instead of finishing first.
 
-    def __init__(self) -> None:
+    `deferred=True` (several processes): a signal is only `received` here; `requested` is set by
+    the caller once every process has agreed to stop (cnnzoo.engine.distributed), so that they all
+    stop after the same step."""
+
+    def __init__(self, *, deferred: bool = False) -> None:
         self.requested: int | None = None
+        self.received: int | None = None  # the first signal this process got
+        self.deferred = deferred
         self.armed = False
         self._previous: dict[int, Any] = {}
 
@@ -52,12 +58,15 @@ class StopRequest:
     def _handle(self, signum: int, frame: Any) -> None:
         # A plain print, not logging: a handler that took the logging module's locks could
         # deadlock when the signal lands while the main thread holds them.
-        if self.requested is not None:
+        if self.received is not None:
             print(f"\nsecond {signal.Signals(signum).name}: stopping now", file=sys.stderr, flush=True)
             raise KeyboardInterrupt
-        self.requested = signum
+        self.received = signum
         if not self.armed:
+            self.requested = signum
             raise Interrupted(signum)
+        if not self.deferred:
+            self.requested = signum
         print(f"\n{signal.Signals(signum).name} received: finishing this step and saving a checkpoint "
               "(press Ctrl-C again to stop at once)", file=sys.stderr, flush=True)
 

@@ -154,6 +154,11 @@ class Task(ABC):
     def check_config(self, cfg: Any, meta: DataMeta) -> None:
         """Checks that need the loaded data (e.g. a 10-crop must fit in the images)."""
 
+    def init_from_data(self, cfg: Any, model: nn.Module, data: TaskData) -> list[str]:
+        """Data-dependent initialisation of a fresh model (not of a resumed one), before the optimiser
+        is built, such as patch whitening of the first convolution; returns lines for the console."""
+        return []
+
 
 class UnknownTaskError(CnnzooError):
     pass

@@ -18,6 +18,7 @@ import contextlib
 import dataclasses
 import json
 import math
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,22 +28,29 @@ import yaml
 from torch import nn
 
 from ..data.datasets import absolute_spec, missing_path
+from .._text import count
+from ..data import progress as data_progress
 from ..errors import CnnzooError
+from ..weights import resolve as resolve_weights
 from . import report
-from .checkpoint import CheckpointError, load_checkpoint
+from .amp_probe import choose_cpu_amp
+from .averaging import WeightAverage
+from .checkpoint import CheckpointError
 from .config import Config, ConfigError, config_to_dict, validate
+from .distributed import Distributed, micro_batches, no_sync
 from .evaluate import evaluate
 from .metrics import RunLog, RunningMean
 from .optim import build_optimizer, freeze_backbone, set_train_mode
 from .progress import Progress
 from .resume import (NonFiniteLossError, Resume, ResumeError, Run, RunWriteError, TrainState, check_resume,
                      load_resume, restore, resume_config, save_checkpoint)
-from .rundir import check_not_busy, locked, new_run_dir
+from .rundir import LOCK_NAME, check_not_busy, locked, new_run_dir
 from .runtime import Runtime, seed_everything
 from .schedulers import Schedule, total_steps
 from .signals import StopRequest
 from .task import LossFn, TaskData, get_task
 from .weights_init import load_start_weights
+from .whiten import freeze_whitened, train_whitening_bias
 
 
 @dataclass
@@ -61,49 +69,70 @@ def train(cfg: Config, *, resume: Resume | None = None, progress: Progress | Non
     cfg = portable(validate(cfg))
     if resume is not None:
         check_data_present(cfg, resume)
-    progress = progress or Progress(cfg.runtime.progress, log_every=cfg.runtime.log_every)
-    say = progress.write
-    with StopRequest() as stop, contextlib.ExitStack() as held:  # from the start: a signal while data loads stops
+    dist = Distributed.from_env()  # several processes under torchrun (docs/distributed.md); rank 0 writes
+    progress = dist.progress(progress or Progress(cfg.runtime.progress, log_every=cfg.runtime.log_every,
+                                                  log_seconds=cfg.runtime.log_seconds))
+    say, note = progress.write, progress.note  # results to stdout; notes, warnings, progress to stderr
+    with dist.stop_request() as stop, contextlib.ExitStack() as held:  # from the start: a signal while data loads stops
+        held.enter_context(dist.session(cfg))
         task = get_task(cfg.task)
-        runtime = Runtime.from_config(cfg.runtime)
+        runtime = Runtime.from_config(cfg.runtime, dist.device(cfg.runtime.device))
+
+        # ---- what can be checked without the data, then the run directory: before any decoding
+        _check_start_weights(cfg, resume)
+        run_dir = dist.on_main(lambda: _claim_before_data(held, cfg, resume))
+        report.run_start(say, cfg, run_dir)
 
         # ---- data, model, optimiser, schedule
         seed_everything(cfg.runtime.seed)
-        data = task.build_data(runtime.stamp(cfg), runtime.device)
+        with dist.main_first(), data_progress.reporting(progress.data_sink()):  # decoding shows progress
+            data = task.build_data(runtime.stamp(cfg), runtime.device)
+        dist.shard_data(data, task, cfg, data.meta)
         task.check_config(cfg, data.meta)
         if resume is not None:
             check_resume(resume, cfg, task, data.meta)
+            dist.check_resume(resume.path, resume.checkpoint)
+            if dist.is_main:  # locked once the resume is known to be possible: a refused one touches nothing
+                held.enter_context(locked(run_dir))
         model = task.build_model(cfg, data.meta)
         if resume is None:  # model.pretrained / model.init_from; a resumed run has its own weights
             for line in load_start_weights(model, cfg, data.meta):
                 say(line)
+            for line in task.init_from_data(cfg, model, data):  # e.g. patch whitening of the first conv
+                say(line)
         if cfg.model.freeze_backbone:
             freeze_backbone(model)
+        freeze_whitened(model, cfg)
+        dist.prepare(model, cfg)
         runtime.place(model)
-        optimizer = build_optimizer(model, cfg.optim)
+        runtime = choose_cpu_amp(runtime, cfg, model, data.meta.input_size, say)  # amp auto, CPUs with bf16 only
+        optimizer = build_optimizer(model, cfg.optim, batch_size=cfg.data.batch_size)
         steps_per_epoch = _steps_per_epoch(cfg, data)
+        total = total_steps(cfg.schedule, steps_per_epoch)
         monitor, mode = task.monitor
         schedule = Schedule(optimizer, cfg.schedule, steps_per_epoch=steps_per_epoch, lr=cfg.optim.lr, mode=mode)
         scaler = torch.amp.GradScaler(runtime.device.type, enabled=runtime.amp_dtype == torch.float16)
-        run_dir = held.enter_context(locked(resume.path.parent if resume is not None
-                                            else claim_run_dir(cfg, data.meta.dataset)))
-        if resume is None:
-            _check_fresh(run_dir)
-        run = Run(cfg, task, data.meta, model, optimizer, schedule, scaler, data.train, run_dir)
+        run = Run(cfg, task, data.meta, model, optimizer, schedule, scaler, data.train, run_dir, dist,
+                  averager=_lookahead(model, cfg, total))
         state = TrainState(best={"metric": f"val_{monitor}", "mode": mode, "value": None})
         if resume is not None:
             state = restore(resume.checkpoint, run)
         compiled = torch.compile(model) if cfg.runtime.compile else model
+        trained = dist.wrap(compiled, cfg)  # the training step's module (DDP); evaluation uses `compiled`
         loss_fn = task.loss_fn(cfg)
 
         # ---- run directory
-        (run_dir / "config.yaml").write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
+        if dist.is_main:
+            (run_dir / "config.yaml").write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
         log = RunLog(run_dir, state.history, tensorboard=cfg.runtime.tensorboard,
-                     purge_step=state.step if resume is not None else None)
-        total = total_steps(cfg.schedule, steps_per_epoch)
-        report.describe_run(say, cfg, data.meta, model, run_dir, runtime.device, runtime.precision, steps_per_epoch)
+                     purge_step=state.step if resume is not None else None, write=dist.is_main)
+        epochs = report.planned_epochs(cfg.schedule, steps_per_epoch)  # fewer than schedule.epochs with max_steps
+        report.describe_run(say, cfg, data.meta, model, runtime.describe_device(), runtime.precision, steps_per_epoch)
+        if dist.enabled:
+            say(dist.describe(cfg))
         if resume is not None:
             say(report.resuming(resume.path, state.epoch, state.batch, state.step))
+        progress.start_run(total, state.step)
 
         # ---- training
         stop.arm()  # from here a signal stops after the current step, with a checkpoint
@@ -111,17 +140,18 @@ def train(cfg: Config, *, resume: Resume | None = None, progress: Progress | Non
             while state.epoch < cfg.schedule.epochs and state.step < total:
                 data.train.set_epoch(state.epoch)  # keeps a restored mid-epoch position
                 set_train_mode(model, cfg.model.freeze_backbone)
+                train_whitening_bias(model, cfg, state.epoch)
                 running = RunningMean(state.running)
                 started = time.perf_counter()
-                desc = f"epoch {state.epoch + 1}/{cfg.schedule.epochs}"
+                desc = f"epoch {state.epoch + 1}/{epochs}"
                 with progress.loop(steps_per_epoch, desc, initial=state.batch) as bar:
                     for batch in data.train:
-                        values = _train_step(run, state, compiled, loss_fn, batch, runtime, say)
+                        values = _train_step(run, state, trained, loss_fn, batch, runtime, note)
                         if values is None:  # skipped for a non-finite loss
                             continue
                         running.update(values, len(batch[0]))
                         state.running = running.state_dict()
-                        bar.update(len(batch[0]), running.means())
+                        bar.update(dist.global_count(len(batch[0])), running.means())
                         if state.step % cfg.runtime.log_every == 0:
                             log.add_step({"loss": values["loss"], "lr": schedule.lr}, state.step)
                         if cfg.runtime.save_every_steps and state.step % cfg.runtime.save_every_steps == 0:
@@ -131,11 +161,12 @@ def train(cfg: Config, *, resume: Resume | None = None, progress: Progress | Non
                 epoch_done = state.batch >= steps_per_epoch or state.step >= total
                 if stop.requested and not epoch_done:
                     save_checkpoint(run, state, "last.pt")
-                    return _stopped(say, stop, run, state)
+                    return _stopped(note, stop, run, state)
                 # end of epoch: validate, log, save
                 train_time = time.perf_counter() - started
-                val = (evaluate(compiled, data.val, task.evaluator(cfg, data.meta, final=False), runtime, progress,
-                                "val") if data.val else {})
+                dist.sync_buffers(model)
+                val = (evaluate(compiled, data.val, dist.evaluator(task.evaluator(cfg, data.meta, final=False)),
+                                runtime, progress, "val") if data.val else {})
                 _check_validation(val, state, run_dir)
                 if monitor in val:
                     schedule.observe(val[monitor])
@@ -151,12 +182,12 @@ def train(cfg: Config, *, resume: Resume | None = None, progress: Progress | Non
                     state.best.update(value=val[monitor], loss=val.get("loss"), epoch=state.epoch, step=state.step)
                     save_checkpoint(run, state, "best.pt")
                 save_checkpoint(run, state, "last.pt")
-                say(report.epoch_line(row, cfg.schedule.epochs, improved))
+                say(report.epoch_line(row, epochs, improved))
                 if stop.requested:
-                    return _stopped(say, stop, run, state)
+                    return _stopped(note, stop, run, state)
         except KeyboardInterrupt:  # a second Ctrl-C: leave at once; atomic saves keep the files whole
             stop.requested = stop.requested or 2
-            return _stopped(say, stop, run, state, "at_once")
+            return _stopped(note, stop, run, state, "at_once")
         except (OSError, CheckpointError) as err:  # a full disk: every write is atomic, so stop cleanly
             raise RunWriteError(report.write_failed(run_dir, err)) from None
         finally:
@@ -167,10 +198,10 @@ def train(cfg: Config, *, resume: Resume | None = None, progress: Progress | Non
         if data.test is not None:
             result.test = _final_test(say, run, compiled, data, runtime, progress, stop=lambda: bool(stop.requested))
             if stop.requested:  # the test was cut short: no numbers from part of the test set
-                return _stopped(say, stop, run, state, "test")
+                return _stopped(note, stop, run, state, "test")
         else:
-            say(f"no test split in {data.meta.dataset}: nothing was tested; best.pt is the best on validation")
-        report.bad_images(say, data.meta)
+            note(f"note: no test split in {data.meta.dataset}: nothing was tested; best.pt is the best on validation")
+        report.bad_images(note, data.meta)
         return result
 
 
@@ -196,6 +227,14 @@ def check_data_present(cfg: Config, resume: Resume) -> None:
                           "resume with --data NEWPATH (accepted when its fingerprint is the run's)")
 
 
+def _lookahead(model: nn.Module, cfg: Config, total: int) -> WeightAverage | None:
+    o = cfg.optim
+    if not o.lookahead_every:
+        return None
+    return WeightAverage(model, every=o.lookahead_every, base=o.lookahead_decay, power=o.lookahead_power,
+                         total_steps=total, lookahead=True)
+
+
 def _steps_per_epoch(cfg: Config, data: TaskData) -> int:
     steps = len(data.train)
     if steps == 0:
@@ -206,12 +245,57 @@ def _steps_per_epoch(cfg: Config, data: TaskData) -> int:
 
 def claim_run_dir(cfg: Config, dataset: str) -> Path:
     """The new run's directory: --out, or a fresh runs/<model>-<data>-<time>."""
-    if not cfg.runtime.out:
-        return new_run_dir(cfg.model.name, dataset)
-    run_dir = Path(cfg.runtime.out)
-    check_not_busy(run_dir)  # before touching anything in it; both checked again under the lock
+    run_dir = Path(cfg.runtime.out or "runs")
+    if run_dir.exists() and not run_dir.is_dir():
+        raise CnnzooError(f"runtime.out: {run_dir} is a file, not a folder; choose another --out")
+    try:
+        if not cfg.runtime.out:
+            return new_run_dir(cfg.model.name, dataset)
+        check_not_busy(run_dir)  # before touching anything in it; both checked again under the lock
+        _check_fresh(run_dir)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        return run_dir
+    except OSError as err:
+        raise CnnzooError(f"runtime.out: cannot create the run directory {run_dir} ({err.strerror}); "
+                          "choose another --out") from None
+
+
+def _drop_if_unused(run_dir: Path, *, existed: bool) -> None:
+    """A run that stopped before writing anything (bad data, a signal while decoding) leaves no
+    empty directory behind, unless the folder was there before."""
+    if existed or not run_dir.is_dir() or any(p.name != LOCK_NAME for p in run_dir.iterdir()):
+        return
+    (run_dir / LOCK_NAME).unlink(missing_ok=True)
+    with contextlib.suppress(OSError):
+        run_dir.rmdir()
+
+
+def _check_start_weights(cfg: Config, resume: Resume | None) -> None:
+    """model.init_from / model.pretrained exist and can be read, before the data is decoded."""
+    m = cfg.model
+    if resume is not None:
+        return
+    if m.init_from:
+        path = Path(m.init_from)
+        if not path.is_file():
+            raise CnnzooError(f"model.init_from: {path} {'is a folder' if path.is_dir() else 'does not exist'}; "
+                              "give a checkpoint or weights file")
+        if not os.access(path, os.R_OK):
+            raise CnnzooError(f"model.init_from: {path} cannot be read (permission denied)")
+    if m.pretrained:
+        resolve_weights(m.pretrained, m.name)  # an unknown tag, or one not downloaded: one line saying what to do
+
+
+def _claim_before_data(held: contextlib.ExitStack, cfg: Config, resume: Resume | None) -> Path:
+    """The run directory, claimed before any data is decoded (rank 0 alone does this). A resumed
+    run's is only checked here; it is locked once the resume is known to be possible."""
+    if resume is not None:
+        check_not_busy(resume.path.parent)
+        return resume.path.parent
+    existed = bool(cfg.runtime.out) and Path(cfg.runtime.out).exists()
+    run_dir = held.enter_context(locked(claim_run_dir(cfg, cfg.data.dataset)))
+    held.callback(_drop_if_unused, run_dir, existed=existed)  # runs first on leaving, under the lock
     _check_fresh(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
     return run_dir
 
 
@@ -227,13 +311,15 @@ def _check_fresh(run_dir: Path) -> None:
 
 def _train_step(run: Run, state: TrainState, model: nn.Module, loss_fn: LossFn, batch: tuple, runtime: Runtime,
                 say) -> dict[str, float] | None:
-    """Forward, non-finite check, backward, update, schedule step: the loss and the task's
-    metrics as floats, or None when the batch was skipped for a non-finite loss."""
-    cfg, optimizer, scaler = run.cfg, run.optimizer, run.scaler
-    with runtime.autocast():
-        loss, metrics = loss_fn(model, batch)
+    """Forward and backward (over cfg.optim.grad_accum micro-batches), non-finite check, update,
+    schedule step: the loss and the task's metrics as floats (global means over all processes),
+    or None when the batch was skipped for a non-finite loss (before the weights change)."""
+    cfg, optimizer, scaler, dist = run.cfg, run.optimizer, run.scaler, run.dist
+    with dist.collective("a training step"):  # DDP all-reduces the gradients in the backward pass
+        metrics = _forward_backward(model, loss_fn, batch, runtime, scaler, cfg.optim.grad_accum)
     state.batch += 1
-    values = _to_host({**metrics, "loss": loss.detach()})  # the one host sync of a step
+    # the one host sync of a step (with several processes, also where they agree to stop)
+    values = dist.reduce_means(metrics, len(batch[0])) if dist.enabled else _to_host(metrics)
     if not math.isfinite(values["loss"]):
         state.skipped += 1
         optimizer.zero_grad(set_to_none=True)
@@ -241,7 +327,6 @@ def _train_step(run: Run, state: TrainState, model: nn.Module, loss_fn: LossFn, 
         say(f"warning: non-finite loss ({values['loss']}) at step {state.step}: batch skipped "
             f"({state.skipped}/{cfg.runtime.skip_nonfinite} allowed)")
         return None
-    scaler.scale(loss).backward()
     if cfg.optim.grad_clip > 0:
         scaler.unscale_(optimizer)
         nn.utils.clip_grad_norm_(run.model.parameters(), cfg.optim.grad_clip)
@@ -250,7 +335,27 @@ def _train_step(run: Run, state: TrainState, model: nn.Module, loss_fn: LossFn, 
     optimizer.zero_grad(set_to_none=True)
     run.schedule.step()
     state.step += 1
+    if run.averager is not None:
+        run.averager.after_step(run.model, state.step)
     return values
+
+
+def _forward_backward(model: nn.Module, loss_fn: LossFn, batch: tuple, runtime: Runtime,
+                      scaler: torch.amp.GradScaler, accum: int) -> dict:
+    """Gradients of the batch's mean loss, accumulated over `accum` micro-batches (all-reduced
+    once, after the last, under DDP); the batch's loss and metrics as 0-d tensors."""
+    parts = micro_batches(batch, accum)
+    totals: dict = {}
+    for i, part in enumerate(parts):
+        share = len(part[0]) / len(batch[0])
+        with no_sync(model, last=i == len(parts) - 1):
+            with runtime.autocast():
+                loss, metrics = loss_fn(model, part)
+            scaler.scale(loss if len(parts) == 1 else loss * share).backward()
+        for key, value in {**metrics, "loss": loss.detach()}.items():
+            value = value if len(parts) == 1 else value * share
+            totals[key] = value if key not in totals else totals[key] + value
+    return totals
 
 
 def _to_host(values: dict) -> dict[str, float]:
@@ -266,17 +371,17 @@ def _final_test(say, run: Run, model: nn.Module, data: TaskData, runtime: Runtim
                 stop) -> dict[str, float] | None:
     """The single look at the test set, with best.pt (chosen on validation) when there is one;
     None when a signal stopped it."""
-    which = "best.pt" if (run.run_dir / "best.pt").exists() else "last.pt"
-    ckpt = load_checkpoint(run.run_dir / which)
+    which, ckpt = run.dist.load_from_main(run.run_dir, ("best.pt", "last.pt"))
     run.model.load_state_dict(ckpt["model"])
-    evaluator = run.task.evaluator(run.cfg, data.meta, final=True)
+    evaluator = run.dist.evaluator(run.task.evaluator(run.cfg, data.meta, final=True))
     test = evaluate(model, data.test, evaluator, runtime, progress, "test", stop=stop)
     if stop():
         return None
     chosen = ckpt["state"]["best"] if which == "best.pt" else {}
     results = {"checkpoint": which, "epoch": ckpt["epoch"], "step": ckpt["step"],
                "selected_by": chosen.get("metric"), "selected_value": chosen.get("value"), "test": test}
-    (run.run_dir / "test_metrics.json").write_text(json.dumps(results, indent=2) + "\n")
+    if run.dist.is_main:
+        (run.run_dir / "test_metrics.json").write_text(json.dumps(results, indent=2) + "\n")
     say(report.test_line(which, ckpt["epoch"], chosen, data.val is not None, test))
     return test
 
@@ -298,7 +403,7 @@ def _check_skip_budget(cfg: Config, state: TrainState, loss_value: float, run_di
         return
     last = run_dir / "last.pt"
     kept = f"last.pt and best.pt were left as they were ({last})" if last.exists() else "no checkpoint was written"
-    allowed = (f"after skipping {cfg.runtime.skip_nonfinite} bad step(s) " if cfg.runtime.skip_nonfinite else "")
+    allowed = (f"after skipping {count(cfg.runtime.skip_nonfinite, 'bad step')} " if cfg.runtime.skip_nonfinite else "")
     raise NonFiniteLossError(
         f"non-finite loss ({loss_value}) at epoch {state.epoch + 1}, step {state.step} {allowed}- the model was not "
         f"updated with it and {kept}. Lower optim.lr, check the data, or skip up to N bad steps with "

@@ -30,6 +30,7 @@ from ..weights.catalogue import ENTRIES
 from ..registry import stats_for_channels
 from ..weights.loading import adapt_input_conv, adaptable_input_conv, classifier_keys, renamings
 from .checkpoint import load_checkpoint, load_weights
+from .checkpoint_schema import check_checkpoint, check_state_dict
 from .config import Config
 from .task import DataMeta
 
@@ -44,6 +45,8 @@ def _read(path: str | Path, *, trust: bool = False) -> tuple[dict[str, torch.Ten
         return state, {"model_name": metadata.get("architecture")}
     obj = load_checkpoint(path, trust=trust, required_keys=())
     about = {}
+    if isinstance(obj, dict) and "meta" in obj:  # a training checkpoint: its meta and classes are read below
+        check_checkpoint(path, obj)
     if isinstance(obj, dict):
         about = {k: obj[k] for k in ("model_name", "classes", "meta") if k in obj}
         for key in ("model", "state_dict", "model_state_dict"):
@@ -55,7 +58,8 @@ def _read(path: str | Path, *, trust: bool = False) -> tuple[dict[str, torch.Ten
     if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise CnnzooError(f"model.init_from: {path} holds no state dict of tensors")
     # nn.DataParallel / torch.compile prefixes
-    state = {k.removeprefix("module.").removeprefix("_orig_mod."): v for k, v in obj.items()}
+    state = {k.removeprefix("module.").removeprefix("_orig_mod."): v
+             for k, v in check_state_dict(path, obj, "model.init_from").items()}
     return state, about
 
 

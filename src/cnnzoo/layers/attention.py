@@ -53,7 +53,8 @@ class _ChannelGate(nn.Module):
 
     def _scale(self, x: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
         scale = self.gate(logits)
-        self.last_map = scale.detach()
+        if not torch.jit.is_scripting():  # a scripted module keeps no picture state
+            self.last_map = scale.detach()
         return x * scale
 
 
@@ -88,7 +89,8 @@ class SpatialAttn(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         pooled = torch.cat([x.mean(1, keepdim=True), x.amax(1, keepdim=True)], dim=1)
         scale = self.gate(self.conv(pooled))
-        self.last_map = scale.detach()
+        if not torch.jit.is_scripting():  # a scripted module keeps no picture state
+            self.last_map = scale.detach()
         return x * scale
 
 
@@ -140,7 +142,8 @@ class BAM(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         attn = self.gate(self.channel_gate(x.mean((2, 3), keepdim=True)) + self.spatial_gate(x))
-        self.last_map = attn.detach()
+        if not torch.jit.is_scripting():  # a scripted module keeps no picture state
+            self.last_map = attn.detach()
         return x * (1 + attn)
 
 
@@ -191,7 +194,8 @@ class GatherExcite(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         gate = self.gate(self.mlp(self.gather(x)))
-        self.last_map = gate.detach()
+        if not torch.jit.is_scripting():  # a scripted module keeps no picture state
+            self.last_map = gate.detach()
         if gate.shape[-2:] != x.shape[-2:] and gate.shape[-2:] != (1, 1):
             gate = F.interpolate(gate, size=x.shape[-2:], mode="nearest")
         return x * gate
@@ -222,17 +226,22 @@ class SelectiveKernel(nn.Module):
     for the 5x5, as in the paper), each with BN-ReLU. Fuse: sum, global average pool, FC to
     z = max(C/r, `min_rd`) with BN-ReLU. Select: an FC per branch and a softmax over branches.
     As a plug-in it maps `channels` to `channels`; the SK blocks use it as their 3x3 conv.
+    `branch_groups` gives the branch convs their own group count (default: `groups`, the
+    block's cardinality), the paper's G of SK[M, G, r] when it differs from the cardinality.
+    `dilated=False` gives the larger branches true 5x5 (7x7, ...) kernels instead of dilated 3x3s.
     """
 
     def __init__(self, channels: int, rd_ratio: float = 1 / 16, rd_channels: int | None = None,
                  min_rd: int = 32, out_channels: int | None = None, stride: int = 1, groups: int = 1,
-                 dilation: int = 1, num_branches: int = 2, norm_layer: LayerFactory = nn.BatchNorm2d,
-                 act_layer: LayerFactory = nn.ReLU):
+                 dilation: int = 1, num_branches: int = 2, branch_groups: int | None = None, dilated: bool = True,
+                 norm_layer: LayerFactory = nn.BatchNorm2d, act_layer: LayerFactory = nn.ReLU):
         super().__init__()
         out_channels = out_channels or channels
+        groups = branch_groups or groups
         self.num_branches = num_branches
         self.branches = nn.ModuleList([
-            ConvNormAct(channels, out_channels, 3, stride, dilation=dilation * (i + 1), groups=groups,
+            ConvNormAct(channels, out_channels, 3 if dilated else 3 + 2 * i, stride,
+                        dilation=dilation * (i + 1) if dilated else dilation, groups=groups,
                         norm_layer=norm_layer, act_layer=act_layer)
             for i in range(num_branches)
         ])
@@ -245,7 +254,8 @@ class SelectiveKernel(nn.Module):
         feats = torch.stack([branch(x) for branch in self.branches], dim=1)  # B, M, C, H, W
         z = self.fc_reduce(feats.sum(1).mean((2, 3), keepdim=True))
         weights = self.fc_select(z).view(x.shape[0], self.num_branches, -1, 1, 1).softmax(dim=1)
-        self.last_map = weights.detach()
+        if not torch.jit.is_scripting():  # a scripted module keeps no picture state
+            self.last_map = weights.detach()
         return (feats * weights).sum(1)
 
 

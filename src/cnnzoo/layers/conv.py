@@ -8,6 +8,22 @@ from torch import nn
 
 LayerFactory = Callable[..., nn.Module]
 
+# Activations by name, so configs and `--model-arg act_layer=relu6` can choose one.
+ACTIVATIONS: dict[str, LayerFactory] = {
+    "relu": nn.ReLU, "relu6": nn.ReLU6, "hardswish": nn.Hardswish, "silu": nn.SiLU, "gelu": nn.GELU,
+    "elu": nn.ELU, "leaky_relu": nn.LeakyReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid,
+}
+
+
+def get_act_layer(act_layer: str | LayerFactory | None) -> LayerFactory | None:
+    """An activation factory from its name (case-insensitive: "relu6", "ReLU6") or the factory itself."""
+    if not isinstance(act_layer, str):
+        return act_layer
+    try:
+        return ACTIVATIONS[act_layer.lower()]
+    except KeyError:
+        raise ValueError(f"unknown act_layer {act_layer!r}; choose from {', '.join(ACTIVATIONS)}") from None
+
 
 def same_padding(kernel_size: int, dilation: int = 1) -> int:
     """Padding that keeps the spatial size at stride 1 for an odd kernel."""
@@ -62,9 +78,10 @@ class ConvNormAct(nn.Sequential):
             self.act = make_act(act_layer)
 
 
-def make_act(act_layer: LayerFactory | None) -> nn.Module:
-    """An activation module, in place where the activation supports it (saves memory);
-    Identity for None."""
+def make_act(act_layer: str | LayerFactory | None) -> nn.Module:
+    """An activation module (from a factory or a name in ACTIVATIONS), in place where the
+    activation supports it (saves memory); Identity for None."""
+    act_layer = get_act_layer(act_layer)
     if act_layer is None:
         return nn.Identity()
     try:

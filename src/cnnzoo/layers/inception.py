@@ -16,13 +16,16 @@ Inception v4 and Inception-ResNet v1/v2 (Szegedy et al. 2017).
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Callable, Sequence
 from functools import partial
-from typing import Callable, NamedTuple, Sequence
+from typing import NamedTuple
 
 import torch
 from torch import nn
 
+from .attention import create_attn
 from .conv import ConvNormAct
+from .residual import add_residual
 
 ConvFactory = Callable[..., nn.Module]  # conv(in_chs, out_chs, kernel_size, stride=1, padding=None)
 
@@ -54,16 +57,28 @@ class Pool(NamedTuple):
 
 
 class InceptionModule(nn.Module):
-    """Named towers applied to the same input; outputs concatenated along channels."""
+    """Named towers applied to the same input; outputs concatenated along channels.
 
-    def __init__(self, towers: "OrderedDict[str, nn.Module]", out_chs: int):
+    `add_attn(attn_layer)` recalibrates the concatenation (child `attn`): SE-Inception (Hu et
+    al. 2018, "Squeeze-and-Excitation Networks", arXiv 1709.01507, Fig. 2) takes the whole
+    module as the transformation its SE block gates.
+    """
+
+    def __init__(self, towers: OrderedDict[str, nn.Module], out_chs: int):
         super().__init__()
         for name, tower in towers.items():
             self.add_module(name, tower)
+        self.tower_names = list(towers)
         self.out_chs = out_chs
+        self.attn: nn.Module | None = None
+
+    def add_attn(self, attn_layer: str | None, **attn_kwargs) -> InceptionModule:
+        self.attn = create_attn(attn_layer, self.out_chs, **attn_kwargs)
+        return self
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.cat([tower(x) for tower in self.children()], dim=1)
+        out = torch.cat([getattr(self, name)(x) for name in self.tower_names], dim=1)
+        return out if self.attn is None else self.attn(out)
 
 
 class InceptionResidual(nn.Module):
@@ -82,7 +97,7 @@ class InceptionResidual(nn.Module):
         self.out_chs = chs
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.act(x + self.scale * self.proj(self.towers(x)))
+        return self.act(add_residual(self.proj(self.towers(x)).mul_(self.scale), x))
 
     def extra_repr(self) -> str:
         return f"scale={self.scale}"

@@ -16,6 +16,7 @@ from torch import nn
 
 from .conv import ConvNormAct, LayerFactory
 from .drop import drop_path_or_identity
+from .residual import add_residual
 
 
 class InvertedResidual(nn.Module):
@@ -53,5 +54,5 @@ class InvertedResidual(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.conv_pwl(self.attn(self.conv_dw(self.conv_pw(x))))
         if self.has_residual:
-            out = self.drop_path(out) + x
+            out = add_residual(self.drop_path(out), x)
         return out

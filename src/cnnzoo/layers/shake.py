@@ -14,7 +14,7 @@ from torch import nn
 
 from .conv import LayerFactory
 from .drop import drop_path_or_identity
-from .residual import make_block_attn, make_spatial_conv
+from .residual import add_residual, make_block_attn, make_spatial_conv
 
 SHAKE_LEVELS = ("image", "batch")
 
@@ -113,4 +113,4 @@ class ShakeShakeBlock(nn.Module):
         shortcut = x if self.downsample is None else self.downsample(x)
         mixed = shake_shake(self.branch1(x), self.branch2(x), self.training, level=self.level,
                             shake_forward=self.shake_forward, shake_backward=self.shake_backward)
-        return self.drop_path(self.attn(mixed)) + shortcut
+        return add_residual(self.drop_path(self.attn(mixed)), shortcut)

@@ -19,3 +19,4 @@ from . import preresnet  # noqa: F401
 from . import resnet_attn  # noqa: F401
 from . import densenet  # noqa: F401
 from . import shake_shake  # noqa: F401
+from . import airbench  # noqa: F401

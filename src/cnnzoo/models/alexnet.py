@@ -33,6 +33,7 @@ from torch import nn
 from ..layers.head import FCHead
 from ..registry import Paper, build_model, register_model
 from .base import ZooModel
+from .features import chain_stages, children_path
 
 PAPER = Paper("ImageNet Classification with Deep Convolutional Neural Networks", 2012, None,
               "Krizhevsky, Sutskever, Hinton")
@@ -67,6 +68,7 @@ class AlexNet(ZooModel):
         self.num_classes = num_classes
         self.head = FCHead(chs, num_classes, pool_size, (fc_features, fc_features), drop_rate)
         self.num_features = self.head.in_features
+        self.feature_info = chain_stages(children_path(self.features, "features."), in_chans)
         if init == "paper":
             self._init_paper()
 

@@ -7,6 +7,7 @@ classifiers return `AuxLogits` in training mode only.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import NamedTuple
 
 import torch
@@ -14,6 +15,13 @@ from torch import nn
 
 from ..layers.head import ClassifierHead
 from ..registry import ModelCfg
+from .features import (
+    FeatureInfo,
+    FeatureListNet,
+    collect_intermediates,
+    resolve_indices,
+)
+
 
 class AuxLogits(NamedTuple):
     """Training-mode output of models with auxiliary heads (GoogLeNet, Inception v3).
@@ -33,10 +41,11 @@ class ZooModel(nn.Module):
     head is more than pool+dropout+linear (VGG, AlexNet) override `forward_head`.
     """
 
-    num_classes: int
-    in_chans: int
-    num_features: int
-    default_cfg: ModelCfg | dict = {}  # set by create_model
+    # Instances set `num_classes`, `in_chans` and `num_features`. They are not annotated here:
+    # under `from __future__ import annotations` a class annotation is the string 'int', which
+    # torch.jit.script cannot resolve ("Unknown type annotation: 'int'").
+    default_cfg = {}  # a ModelCfg, set by create_model
+    feature_info = FeatureInfo([])  # each family declares its stages (models/features.py)
 
     def _init_head(self, num_classes: int, drop_rate: float = 0.0, pool_type: str = "avg") -> None:
         self.num_classes = num_classes
@@ -51,6 +60,23 @@ class ZooModel(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))
+
+    def forward_intermediates(self, x: torch.Tensor, indices: int | Sequence[int] | None = None, *,
+                              stop_early: bool = False, intermediates_only: bool = False
+                              ) -> list[torch.Tensor] | tuple[torch.Tensor, list[torch.Tensor]]:
+        """The feature maps of the declared stages (`feature_info`), timm's signature.
+
+        `indices`: None for all stages, n for the last n, or a sequence of stage indices.
+        Returns (final feature map, maps) or, with `intermediates_only`, the maps alone;
+        `stop_early` (with `intermediates_only`) skips the layers after the last map asked for.
+        """
+        take = resolve_indices(len(self.feature_info), indices)
+        final, maps = collect_intermediates(self, x, take, stop_early and intermediates_only)
+        return maps if intermediates_only else (final, maps)
+
+    def as_backbone(self, out_indices: int | Sequence[int] | None = None) -> FeatureListNet:
+        """This model without its classifier, returning the maps at `out_indices`."""
+        return FeatureListNet(self, out_indices)
 
     def get_classifier(self) -> nn.Module:
         return self.head.fc
@@ -74,9 +100,7 @@ class AuxClassifierModel(ZooModel):
     Auxiliary logits are returned (as `AuxLogits`) only in training mode with a classifier.
     """
 
-    features: nn.Sequential
-    aux_heads: nn.ModuleDict
-    aux_weight: float
+    # Subclasses set `features` (nn.Sequential), `aux_heads` (nn.ModuleDict), `aux_weight` (float).
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.features(x)

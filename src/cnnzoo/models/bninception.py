@@ -13,7 +13,9 @@ No library reference exists; the count (11,278,528 params at 1000 classes with t
 stem) follows the per-tower widths of Figure 5. Those columns sum to 608 channels after 4c
 and 4d and to 1,056 after 4e, where the figure's output column says 576 and 1,024; like the
 Caffe re-implementations we take the per-tower columns. The paper's "13.6M parameters" does not
-follow from its table. The CIFAR variant replaces the 7x7/2 stem and its max-pools with
+follow from its table. `attn_layer="se"` puts a squeeze-excite block on every module's output
+(SE-BN-Inception of Hu et al. 2018, "Squeeze-and-Excitation Networks", arXiv 1709.01507,
+Fig. 2 and Table 2; reduction 16), registered as `se_bninception`. The CIFAR variant replaces the 7x7/2 stem and its max-pools with
 3x3 convolutions at stride 1, so the modules see 32, 16 and 8 pixel grids.
 """
 
@@ -30,9 +32,12 @@ from ..layers.inception import ConvFactory, bn_conv, bn_inception_module
 from ..layers.init import init_weights
 from ..registry import Paper, build_model, register_model
 from .base import ZooModel
+from .features import chain_stages, children_path
 
 PAPER = Paper("Batch Normalization: Accelerating Deep Network Training by Reducing Internal Covariate Shift",
               2015, "1502.03167", "Ioffe, Szegedy")
+
+SE_PAPER = Paper("Squeeze-and-Excitation Networks", 2018, "1709.01507", "Hu, Shen, Albanie, Sun, Wu")
 
 STEMS = ("imagenet", "cifar")
 
@@ -55,7 +60,8 @@ class BNInception(ZooModel):
     """BN-Inception: stem, `features` (modules 3a-5b), global average pool, linear."""
 
     def __init__(self, *, num_classes: int = 1000, in_chans: int = 3, drop_rate: float = 0.0,
-                 stem: str = "imagenet", separable_stem: bool = True):
+                 stem: str = "imagenet", separable_stem: bool = True, attn_layer: str | None = None,
+                 attn_kwargs: dict | None = None):
         super().__init__()
         if stem not in STEMS:
             raise ValueError(f"stem must be one of {STEMS}, got {stem!r}")
@@ -64,10 +70,13 @@ class BNInception(ZooModel):
         layers = _stem(in_chans, conv, stem, separable_stem)
         chs = 192
         for name, *spec in MODULES:
-            layers[name] = bn_inception_module(chs, conv, *spec)
+            layers[name] = bn_inception_module(chs, conv, *spec).add_attn(attn_layer, **(attn_kwargs or {}))
             chs = layers[name].out_chs
         self.features = nn.Sequential(layers)
         self.num_features = chs
+        # inception3c and inception4e reduce by their stride-2 towers and max-pool
+        self.feature_info = chain_stages(children_path(self.features, "features."), in_chans,
+                                         strides=dict.fromkeys(("features.inception3c", "features.inception4e"), 2))
         self._init_head(num_classes, drop_rate)
         init_weights(self)
 
@@ -101,6 +110,13 @@ def _stem(in_chans: int, conv: ConvFactory, stem: str, separable: bool) -> "Orde
 def bninception(**kwargs) -> BNInception:
     """BN-Inception (Inception v2) as in the batch-norm paper's appendix."""
     return build_model(BNInception, dict(), kwargs)
+
+
+@register_model(family="senet", paper=SE_PAPER, input_style="imagenet", ref_params=11_924_926,
+                ref_source="cnnzoo (BN-Inception's count plus one SE block, r=16, per module)")
+def se_bninception(**kwargs) -> BNInception:
+    """SE-BN-Inception (the SE paper's Table 2): an SE block on every Inception module's output."""
+    return build_model(BNInception, dict(attn_layer="se"), kwargs)
 
 
 @register_model(family="bninception", paper=PAPER, input_style="cifar", num_classes=10, ref_params=10_262_794,

@@ -8,6 +8,10 @@ transition (BN-ReLU-1x1 conv-2x2 average pool). The ImageNet nets (121/169/201/1
 match torchvision's layout, parameter counts and module names (`features.denseblock1...`).
 The CIFAR DenseNet-BC nets (section 4) use a 3x3 stem of 2k channels and three dense blocks
 of (depth - 4) / 6 bottleneck layers each.
+`attn_layer` ("se", ... from `layers.attention`) recalibrates each dense block's output before
+its transition: the SE paper's rule for networks without residual units (the whole module is
+the transformation the SE block gates, as for Inception modules); not in either paper, so no
+variant is registered.
 Difference from the paper: `dense_drop_rate` (the paper's dropout after each conv, used
 without augmentation) defaults to 0.
 """
@@ -21,10 +25,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..layers.attention import create_attn
 from ..layers.conv import LayerFactory, make_act
 from ..layers.init import init_weights
 from ..registry import Paper, build_model, register_model
 from .base import ZooModel
+from .features import chain_stages, children_path
 
 PAPER = Paper("Densely Connected Convolutional Networks", 2017, "1608.06993",
               "Huang, Liu, van der Maaten, Weinberger")
@@ -58,6 +64,7 @@ class DenseBlock(nn.ModuleDict):
 
     def __init__(self, num_layers: int, in_chs: int, growth_rate: int, **layer_kwargs):
         super().__init__()
+        self.out_chs = in_chs + num_layers * growth_rate
         for i in range(num_layers):
             self[f"denselayer{i + 1}"] = DenseLayer(in_chs + i * growth_rate, growth_rate, **layer_kwargs)
 
@@ -95,6 +102,8 @@ class DenseNet(ZooModel):
         drop_rate: float = 0.0,
         norm_layer: LayerFactory = nn.BatchNorm2d,
         act_layer: LayerFactory = nn.ReLU,
+        attn_layer: str | None = None,
+        attn_kwargs: dict | None = None,
         num_classes: int = 1000,
         in_chans: int = 3,
     ):
@@ -108,6 +117,8 @@ class DenseNet(ZooModel):
         for i, num_layers in enumerate(block_config):
             self.features.add_module(f"denseblock{i + 1}", DenseBlock(num_layers, chs, growth_rate, **layer_kwargs))
             chs += num_layers * growth_rate
+            if attn_layer:  # keys features.attn1...: the torchvision names stay as they are
+                self.features.add_module(f"attn{i + 1}", create_attn(attn_layer, chs, **(attn_kwargs or {})))
             if i < len(block_config) - 1:
                 out_chs = int(chs * compression)
                 self.features.add_module(f"transition{i + 1}", Transition(chs, out_chs, norm_layer, act_layer))
@@ -115,6 +126,7 @@ class DenseNet(ZooModel):
         self.features.add_module(f"norm{len(block_config) + 1}", norm_layer(chs))
         self.features.add_module(f"relu{len(block_config) + 1}", make_act(act_layer))
         self.num_features = chs
+        self.feature_info = chain_stages(children_path(self.features, "features."), in_chans)
         self._init_head(num_classes, drop_rate)
         init_weights(self, conv_mode="fan_in", linear_std=None)  # torchvision's DenseNet init
 

@@ -32,6 +32,7 @@ from ..layers.inception import ConvFactory, bn_conv, googlenet_module, plain_con
 from ..layers.init import init_weights
 from ..registry import Paper, build_model, register_model
 from .base import AuxClassifierModel
+from .features import chain_stages, children_path
 
 PAPER = Paper("Going Deeper with Convolutions", 2014, "1409.4842",
               "Szegedy, Liu, Jia, Sermanet, Reed, Anguelov, Erhan, Vanhoucke, Rabinovich")
@@ -114,6 +115,7 @@ class GoogLeNet(AuxClassifierModel):
             tap_chs[name] = chs
         self.features = nn.Sequential(layers)
         self.num_features = chs
+        self.feature_info = chain_stages(children_path(self.features, "features."), in_chans)
         self._init_head(num_classes, drop_rate)
         self.aux_heads = nn.ModuleDict({
             name: GoogLeNetAux(tap_chs[name], num_classes, conv, aux_drop_rate) for name in AUX_TAPS

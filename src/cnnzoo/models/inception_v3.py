@@ -40,6 +40,7 @@ from ..layers.inception import (
 from ..layers.init import init_weights
 from ..registry import Paper, build_model, register_model
 from .base import AuxClassifierModel
+from .features import chain_stages, children_path
 
 PAPER = Paper("Rethinking the Inception Architecture for Computer Vision", 2016, "1512.00567",
               "Szegedy, Vanhoucke, Ioffe, Shlens, Wojna")
@@ -93,6 +94,8 @@ class InceptionV3(AuxClassifierModel):
         layers["mixed_7c"] = inception_v3_e(2048, conv)
         self.features = nn.Sequential(layers)
         self.num_features = layers["mixed_7c"].out_chs
+        self.feature_info = chain_stages(children_path(self.features, "features.", expand=("stem",)), in_chans,
+                                         strides=dict.fromkeys(("features.mixed_6a", "features.mixed_7a"), 2))
         self._init_head(num_classes, drop_rate)
         self.aux_heads = nn.ModuleDict({AUX_TAP: InceptionV3Aux(768, num_classes, conv)} if aux_logits else {})
         init_weights(self)

@@ -42,6 +42,7 @@ from ..layers.inception import (
 from ..layers.init import init_weights
 from ..registry import Paper, build_model, register_model
 from .base import ZooModel
+from .features import chain_stages, children_path
 
 PAPER = Paper("Inception-v4, Inception-ResNet and the Impact of Residual Connections on Learning", 2017,
               "1602.07261", "Szegedy, Ioffe, Vanhoucke, Alemi")
@@ -51,6 +52,12 @@ STEMS = ("imagenet", "cifar")
 V4_STEM = ((32, 3, 2, 0), (32, 3, 1, 0), (64, 3))
 IR_V1_STEM = ((32, 3, 2, 0), (32, 3, 1, 0), (64, 3), "M", (80, 1, 1, 0), (192, 3, 1, 0), (256, 3, 2, 0))
 IR_V2_STEM = ((32, 3, 2, 0), (32, 3, 1, 0), (64, 3), "M", (80, 1, 1, 0), (192, 3, 1, 0), "M")
+
+
+def _stages(features: nn.Sequential, in_chans: int, reducing: tuple[str, ...]):
+    """The declared stages; the branching modules named in `reducing` halve the resolution."""
+    return chain_stages(children_path(features, "features.", expand=("stem",)), in_chans,
+                        strides={f"features.{name}": 2 for name in reducing})
 
 
 def _check_stem(stem: str) -> bool:
@@ -84,6 +91,8 @@ class InceptionV4(ZooModel):
         _repeat(f, "inception_c", layers[2], lambda i: inception_v4_c(1536, conv))
         self.features = nn.Sequential(f)
         self.num_features = 1536
+        reducing = ("reduction_a", "reduction_b") + (() if cifar else ("mixed_3a", "mixed_5a"))
+        self.feature_info = _stages(self.features, in_chans, reducing)
         self._init_head(num_classes, drop_rate)
         init_weights(self)
 
@@ -138,6 +147,7 @@ class InceptionResNet(ZooModel):
         self.in_chans = in_chans
         self.version = version
         self.features = nn.Sequential(build(bn_conv(), in_chans, _check_stem(stem), layers or default_layers, scales))
+        self.feature_info = _stages(self.features, in_chans, ("reduction_a", "reduction_b"))
         self._init_head(num_classes, drop_rate)
         init_weights(self)
 

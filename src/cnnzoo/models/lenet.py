@@ -22,6 +22,7 @@ from torch import nn
 from ..layers.head import linear_or_identity
 from ..registry import Paper, build_model, register_model
 from .base import ZooModel
+from .features import FeatureInfo, stage
 
 PAPER = Paper(
     "Gradient-Based Learning Applied to Document Recognition", 1998, None,
@@ -75,6 +76,10 @@ class LeNet5(ZooModel):
             nn.AdaptiveAvgPool2d(5),
             nn.Conv2d(16, 120, 5), act(),  # C5
         )
+        # Valid 5x5 convolutions (32 -> 28 -> 14 -> 10 -> 5): S2 and S4 subsample by 2 and 4; C5
+        # reads an adaptive 5x5 pool and gives 1x1, nominally 32 at the paper's 32x32.
+        self.feature_info = FeatureInfo([stage("features.2", 6, 2), stage("features.5", 16, 4),
+                                         stage("features.8", 120, 32)])
         self.f6 = nn.Sequential(nn.Flatten(1), nn.Linear(120, 84), act())
         self.drop = nn.Dropout(drop_rate) if drop_rate > 0 else nn.Identity()
         self.num_classes = num_classes

@@ -16,8 +16,12 @@ one fully connected layer. Two global hyper-parameters trade accuracy for cost:
 
 Differences from the paper, kept on purpose: the last depthwise layer has stride 1 (Table 1
 lists it with stride 2 but the feature map is already 7x7; every implementation uses 1).
-`act_layer=nn.ReLU6` reproduces TF-slim's (and timm's) MobileNet V1, whose published weights
-were trained with ReLU6; the paper's ReLU is the default. The CIFAR variant (`mobilenet_v1_cifar`) has a stride-1 stem, as the common CIFAR port
+`act_layer="relu6"` (or `nn.ReLU6`) reproduces TF-slim's (and timm's) MobileNet V1, whose
+published weights were trained with ReLU6; the paper's ReLU is the default, and the weights
+catalogue builds the ReLU6 model for timm's weights.
+`attn_layer="se"` puts a squeeze-excite block after every depthwise-separable block, as in
+SE-MobileNet (Hu et al. 2018, "Squeeze-and-Excitation Networks", arXiv 1709.01507, Table 3:
+4.2M -> 4.7M parameters); `se_mobilenet_v1` registers it. The CIFAR variant (`mobilenet_v1_cifar`) has a stride-1 stem, as the common CIFAR port
 (kuangliu/pytorch-cifar), so a 32x32 image ends at 2x2.
 """
 
@@ -27,14 +31,18 @@ import torch
 from torch import nn
 
 from ..layers import ConvNormAct, DepthwiseSeparableConv, make_divisible
-from ..layers.conv import LayerFactory
+from ..layers.attention import create_attn
+from ..layers.conv import LayerFactory, get_act_layer
 from ..registry import Paper, build_model, register_model
 from .base import ZooModel
+from .features import chain_stages, children_path
 
 PAPER = Paper(
     "MobileNets: Efficient Convolutional Neural Networks for Mobile Vision Applications", 2017,
     "1704.04861", "Howard, Zhu, Chen, Kalenichenko, Wang, Weyand, Andreetto, Adam",
 )
+
+SE_PAPER = Paper("Squeeze-and-Excitation Networks", 2018, "1709.01507", "Hu, Shen, Albanie, Sun, Wu")
 
 # (output channels, stride) of the 13 depthwise-separable blocks, Table 1 of the paper.
 IMAGENET_BLOCKS = (
@@ -64,9 +72,12 @@ class MobileNetV1(ZooModel):
         stem_stride: int = 2,
         blocks: tuple[tuple[int, int], ...] = IMAGENET_BLOCKS,
         drop_rate: float = 0.0,
-        act_layer: LayerFactory = nn.ReLU,
+        act_layer: str | LayerFactory = nn.ReLU,
+        attn_layer: str | None = None,
+        attn_kwargs: dict | None = None,
     ):
         super().__init__()
+        act_layer = get_act_layer(act_layer)
         self.in_chans = in_chans
         self.width_mult = width_mult
         chs = make_divisible(stem_chs * width_mult)
@@ -74,14 +85,18 @@ class MobileNetV1(ZooModel):
         layers = []
         for out_chs, stride in blocks:
             out_chs = make_divisible(out_chs * width_mult)
-            layers.append(DepthwiseSeparableConv(chs, out_chs, 3, stride=stride, act_layer=act_layer))
+            block = DepthwiseSeparableConv(chs, out_chs, 3, stride=stride, act_layer=act_layer)
+            if attn_layer:  # SE-MobileNet: the block's output recalibrated (keys blocks.N.attn.*)
+                block.add_module("attn", create_attn(attn_layer, out_chs, **(attn_kwargs or {})))
+            layers.append(block)
             chs = out_chs
         self.blocks = nn.Sequential(*layers)
         self.num_features = chs
+        self.feature_info = chain_stages([("stem", self.stem), *children_path(self.blocks, "blocks.")], in_chans)
         self._init_head(num_classes, drop_rate)
         self.cfg_overrides = dict(
             input_size=scaled_input_size(in_chans, base_size, resolution_mult),
-            width_mult=width_mult, resolution_mult=resolution_mult,
+            width_mult=width_mult, resolution_mult=resolution_mult, act_layer=act_layer.__name__,
         )
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
@@ -121,6 +136,14 @@ def mobilenet_v1_050(**kwargs) -> MobileNetV1:
 def mobilenet_v1_025(**kwargs) -> MobileNetV1:
     """MobileNet V1 0.25-224."""
     return build_model(MobileNetV1, dict(width_mult=0.25), kwargs)
+
+
+@register_model(family="senet", paper=SE_PAPER, input_style="imagenet", ref_params=4_718_044,
+                ref_source="cnnzoo (the SE paper's Table 3: SE-MobileNet 4.7M)",
+                details=dict(width_mult=1.0, resolution_mult=1.0))
+def se_mobilenet_v1(**kwargs) -> MobileNetV1:
+    """SE-MobileNet: MobileNet V1 1.0-224 with an SE block (r=16) after every separable block."""
+    return build_model(MobileNetV1, dict(attn_layer="se"), kwargs)
 
 
 @register_model(family="mobilenet_v1", paper=PAPER, input_style="cifar", num_classes=10,

@@ -12,20 +12,28 @@ The width multiplier scales every channel count except the last 1280 (kept for
 multipliers below 1, as the paper does), rounded to multiples of 8 as torchvision does.
 `mobilenet_v2_cifar` uses a stride-1 stem and a stride-1 second stage (the common CIFAR
 port), so a 32x32 image ends at 4x4; its blocks keep the paper's shortcut rule.
+
+`attn_layer` ("se", "cbam", ... from `layers.attention`) recalibrates each block's expanded
+depthwise output, where MnasNet and MobileNet V3 put squeeze-excite (the SE paper's rule of
+gating a module's transformation before it is merged, here before the linear projection);
+not in the MobileNetV2 paper, so no variant is registered.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import partial
 
 import torch
 from torch import nn
 
 from ..layers import ConvNormAct, make_divisible
+from ..layers.attention import create_attn
 from ..layers.drop import drop_path_rates
 from ..layers.inverted_residual import InvertedResidual
 from ..registry import Paper, build_model, register_model
 from .base import ZooModel
+from .features import chain_stages, children_path
 
 PAPER = Paper(
     "MobileNetV2: Inverted Residuals and Linear Bottlenecks", 2018, "1801.04381",
@@ -52,10 +60,13 @@ class MobileNetV2(ZooModel):
         head_chs: int = 1280,
         drop_rate: float = 0.2,
         drop_path_rate: float = 0.0,
+        attn_layer: str | None = None,
+        attn_kwargs: dict | None = None,
     ):
         super().__init__()
         self.in_chans = in_chans
         self.width_mult = width_mult
+        attn = _attn_factory(attn_layer, attn_kwargs)
         chs = make_divisible(32 * width_mult)
         self.stem = ConvNormAct(in_chans, chs, 3, stride=stem_stride, act_layer=nn.ReLU6)
         dpr = iter(drop_path_rates(drop_path_rate, sum(n for _, _, n, _ in stages)))
@@ -66,15 +77,22 @@ class MobileNetV2(ZooModel):
                 # torchvision rounds the expanded width, not to a multiple of 8.
                 mid_chs = int(round(chs * t))
                 blocks.append(InvertedResidual(chs, out_chs, mid_chs=mid_chs, stride=s if i == 0 else 1,
-                                               act_layer=nn.ReLU6, drop_path_rate=next(dpr)))
+                                               act_layer=nn.ReLU6, attn_layer=attn, drop_path_rate=next(dpr)))
                 chs = out_chs
         self.blocks = nn.Sequential(*blocks)
         self.num_features = make_divisible(head_chs * max(1.0, width_mult))
         self.conv_head = ConvNormAct(chs, self.num_features, 1, act_layer=nn.ReLU6)
+        self.feature_info = chain_stages(
+            [("stem", self.stem), *children_path(self.blocks, "blocks."), ("conv_head", self.conv_head)], in_chans)
         self._init_head(num_classes, drop_rate)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.conv_head(self.blocks(self.stem(x)))
+
+
+def _attn_factory(attn_layer: str | None, attn_kwargs: dict | None) -> Callable[[int], nn.Module] | None:
+    """What InvertedResidual calls with the expanded width; None without attention."""
+    return partial(create_attn, attn_layer, **(attn_kwargs or {})) if attn_layer else None
 
 
 _v2 = partial(register_model, family="mobilenet_v2", paper=PAPER)

@@ -30,6 +30,7 @@ from ..layers.head import linear_or_identity
 from ..layers.inverted_residual import InvertedResidual
 from ..registry import Paper, build_model, register_model
 from .base import ZooModel
+from .features import chain_stages, children_path
 
 PAPER = Paper(
     "Searching for MobileNetV3", 2019, "1905.02244",
@@ -123,6 +124,8 @@ class MobileNetV3(ZooModel):
         self.blocks = nn.Sequential(*blocks)
         self.head_in_chs = 6 * chs  # the paper's last 1x1 expands 6x like a bottleneck
         self.conv_last = ConvNormAct(chs, self.head_in_chs, 1, norm_layer=_NORM, act_layer=nn.Hardswish)
+        self.feature_info = chain_stages(
+            [("stem", self.stem), *children_path(self.blocks, "blocks."), ("conv_last", self.conv_last)], in_chans)
         self.num_features = scale(head_chs)
         self.global_pool = nn.AdaptiveAvgPool2d(1)
         self.conv_head = nn.Linear(self.head_in_chs, self.num_features)

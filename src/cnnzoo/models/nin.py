@@ -24,6 +24,7 @@ from torch import nn
 from ..layers.init import init_weights
 from ..registry import Paper, build_model, register_model
 from .base import ZooModel
+from .features import chain_stages, children_path
 
 PAPER = Paper("Network In Network", 2013, "1312.4400", "Lin, Chen, Yan")
 
@@ -98,6 +99,7 @@ class NIN(ZooModel):
         self.num_features = chs
         self.num_classes = num_classes
         self.head = ClassMapHead(chs, num_classes, class_map_act)
+        self.feature_info = chain_stages(children_path(self.features, "features."), in_chans)
         # He-normal for the ReLU convs (the net has no normalisation to rescue a poor scale),
         # then small class maps so the first logits are near zero.
         init_weights(self, conv_mode="fan_in")

@@ -39,6 +39,7 @@ from ..layers import ConvNormAct, DepthwiseSeparableConv
 from ..layers.padding import use_tf_same_padding
 from ..registry import Paper, build_model, register_model
 from .base import ZooModel
+from .features import FeatureInfo, stage
 
 PAPER = Paper(
     "Progressive Neural Architecture Search", 2018, "1712.00559",
@@ -177,7 +178,13 @@ class PNASNet(ZooModel):
         left_chs = right_chs = stem_chs
         prev_reduction = False
         self.cells = nn.ModuleList()
+        # a stage ends before each reduction cell; the ImageNet stem halves (331 -> 165)
+        features, net_stride, last_name = [], 2 if stem == "imagenet" else 1, "stem"
         for i, (mult, reduction) in enumerate(cells):
+            if reduction:
+                features.append(stage(last_name, right_chs, net_stride))
+                net_stride *= 2
+            last_name = f"cells.{i}"
             width = int(filters * mult)
             left_mode = "none" if (i == 0 and stem == "imagenet") else "factorized" if prev_reduction else "conv"
             self.cells.append(PNASCell(left_chs, right_chs, width, reduction=reduction, left_mode=left_mode))
@@ -189,6 +196,7 @@ class PNASNet(ZooModel):
             use_tf_same_padding(self.cells)
         self.act = nn.ReLU()
         self.num_features = right_chs
+        self.feature_info = FeatureInfo(features + [stage("act", right_chs, net_stride)])
         self._init_head(num_classes, drop_rate)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:

@@ -11,12 +11,15 @@ with a 3x3 stem and no max-pool. ResNeXt is the bottleneck net with grouped 3x3 
 (the paper's form (c)).
 
 Deliberate differences: bottlenecks stride on the 3x3 convolution (torchvision's v1.5);
-`shortcut`, `attn_layer` (SE/CBAM/GE/SK inside blocks, BAM between stages) and stochastic
+`stride_in_1x1=True` (the `resnet50_v1`... variants) strides the first 1x1 as the paper's
+Caffe models do, which gives the published receptive fields (483/1027/1507 pixels for
+ResNet-50/101/152) and the paper's 3.8/7.6/11.3 billion multiply-adds. `shortcut`, `attn_layer` (SE/CBAM/GE/SK inside blocks, BAM between stages) and stochastic
 depth (`drop_path_rate`) are options the paper does not have.
 """
 
 from __future__ import annotations
 
+import inspect
 from collections import OrderedDict
 from typing import Sequence
 
@@ -30,6 +33,8 @@ from ..layers.init import init_weights
 from ..layers.residual import BasicBlock, create_shortcut, get_block
 from ..registry import Paper, build_model, register_model
 from .base import ZooModel
+from .features import FeatureInfo, output_stride_plan
+from .features import stage as stage_info
 
 PAPER = Paper("Deep Residual Learning for Image Recognition", 2016, "1512.03385", "He, Zhang, Ren, Sun")
 RESNEXT_PAPER = Paper("Aggregated Residual Transformations for Deep Neural Networks", 2017, "1611.05431",
@@ -46,6 +51,10 @@ class ResNet(ZooModel):
     planes per stage (the first stage keeps the resolution, each later one halves it).
     `attn_layer`: an attention name from `layers.attention`, placed where its paper puts it
     (override with `attn_placement="block"|"stage"`). `block_args`: extra options for every block.
+    `stride_in_1x1`: bottlenecks stride on their first 1x1 (the paper's "v1") rather than on
+    the 3x3 (torchvision's "v1.5", the default); the same weights fit either.
+    `output_stride` 8 or 16 replaces the later stages' strides by dilation (a dense backbone for
+    segmentation, as in DeepLab); the parameters are unchanged.
     """
 
     def __init__(
@@ -63,11 +72,13 @@ class ResNet(ZooModel):
         attn_kwargs: dict | None = None,
         attn_placement: str | None = None,
         block_args: dict | None = None,
+        stride_in_1x1: bool = False,
         drop_rate: float = 0.0,
         drop_path_rate: float = 0.0,
         norm_layer: LayerFactory = nn.BatchNorm2d,
         act_layer: LayerFactory = nn.ReLU,
         zero_init_last: bool = False,
+        output_stride: int | None = None,
         num_classes: int = 1000,
         in_chans: int = 3,
     ):
@@ -75,6 +86,7 @@ class ResNet(ZooModel):
         if len(layers) != len(widths):
             raise ValueError(f"layers {tuple(layers)} and widths {tuple(widths)} must have the same length")
         self.block = self._resolve_block(block)
+        block_args = _with_stride_in_1x1(self.block, block_args, stride_in_1x1)
         self.in_chans = in_chans
         self.shortcut = shortcut
         self.norm_layer, self.act_layer = norm_layer, act_layer
@@ -84,20 +96,31 @@ class ResNet(ZooModel):
 
         dprs = iter(drop_path_rates(drop_path_rate, sum(layers)))
         in_chs, self.stage_names = stem_width, []
+        # Each stage after the first halves the resolution, unless output_stride turns that
+        # stride into dilation (the stage's first block keeps the previous stage's dilation).
+        stem_stride = 4 if stem == "imagenet" else 1
+        plan = list(output_stride_plan([1] + [2] * (len(layers) - 1), output_stride, stem_stride))
+        features, reduction, prev_dilation = [stage_info("act1", stem_width, stem_stride // 2 or 1)], stem_stride, 1
         for i, (depth, planes) in enumerate(zip(layers, widths)):
             stage = OrderedDict()
+            stage_stride, dilation = plan[i]
             for j in range(depth):
-                stride = 2 if i > 0 and j == 0 else 1  # each stage after the first halves the resolution
                 stage[str(j)] = self._make_block(
-                    i, j, in_chs, planes, stride=stride, groups=groups, base_width=base_width, attn_layer=block_attn,
-                    attn_kwargs=attn_kwargs, drop_path=next(dprs), **(block_args or {}))
+                    i, j, in_chs, planes, stride=stage_stride if j == 0 else 1,
+                    dilation=prev_dilation if j == 0 else dilation, groups=groups, base_width=base_width,
+                    attn_layer=block_attn, attn_kwargs=attn_kwargs, drop_path=next(dprs), **(block_args or {}))
                 in_chs = planes * self.block.expansion
+            prev_dilation, reduction = dilation, reduction * stage_stride
+            features.append(stage_info(f"layer{i + 1}", in_chs, reduction))
             if placement == "stage" and i < len(layers) - 1:
                 stage["attn"] = create_attn(attn_layer, in_chs, **(attn_kwargs or {}))
             self.add_module(f"layer{i + 1}", nn.Sequential(stage))
             self.stage_names.append(f"layer{i + 1}")
         self.num_features = in_chs
         self.final_norm = self._make_final_norm(in_chs)
+        if not isinstance(self.final_norm, nn.Identity):  # pre-activation nets: the normalised map
+            features[-1] = stage_info("final_norm", in_chs, reduction)
+        self.feature_info = FeatureInfo(features)
         self._init_head(num_classes, drop_rate)
         self._init_weights(zero_init_last)
 
@@ -144,6 +167,14 @@ class ResNet(ZooModel):
         for name in self.stage_names:
             x = getattr(self, name)(x)
         return self.final_norm(x)
+
+
+def _with_stride_in_1x1(block: type[nn.Module], block_args: dict | None, stride_in_1x1: bool) -> dict | None:
+    if not stride_in_1x1:
+        return block_args
+    if "stride_in_1x1" not in inspect.signature(block.__init__).parameters:
+        raise ValueError(f"stride_in_1x1 applies to bottleneck blocks; {block.__name__} has no 1x1 to stride")
+    return {**(block_args or {}), "stride_in_1x1": True}
 
 
 def _resolve_placement(attn_layer: str | None, override: str | None) -> str | None:
@@ -282,6 +313,27 @@ def resnet101(**kwargs) -> ResNet:
 def resnet152(**kwargs) -> ResNet:
     """ResNet-152 (Table 1), torchvision's layout."""
     return build_model(ResNet, imagenet_args(152), kwargs)
+
+
+_V1 = dict(_IMAGENET, ref_source="torchvision (the same weights; the stride moves, not a parameter)")
+
+
+@register_model(**_V1, ref_params=25_557_032)
+def resnet50_v1(**kwargs) -> ResNet:
+    """ResNet-50 as the paper's Caffe model: stride on the first 1x1 of each bottleneck (RF 483, 3.8 GMACs)."""
+    return build_model(ResNet, imagenet_args(50, stride_in_1x1=True), kwargs)
+
+
+@register_model(**_V1, ref_params=44_549_160)
+def resnet101_v1(**kwargs) -> ResNet:
+    """ResNet-101 as the paper's Caffe model: stride on the first 1x1 (RF 1027, 7.6 GMACs)."""
+    return build_model(ResNet, imagenet_args(101, stride_in_1x1=True), kwargs)
+
+
+@register_model(**_V1, ref_params=60_192_808)
+def resnet152_v1(**kwargs) -> ResNet:
+    """ResNet-152 as the paper's Caffe model: stride on the first 1x1 (RF 1507, 11.3 GMACs)."""
+    return build_model(ResNet, imagenet_args(152, stride_in_1x1=True), kwargs)
 
 
 def resnext29_args(groups: int, base_width: int, **extra) -> dict:

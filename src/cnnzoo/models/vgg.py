@@ -6,6 +6,9 @@ fully-connected layers (4096, 4096, classes) with dropout 0.5 after the first tw
 configurations A, B, D and E of the paper's Table 1 give VGG-11, -13, -16 and -19;
 `batch_norm=True` adds batch norm after every convolution (not in the paper, which predates
 it; the convs keep their biases, as in torchvision). Parameter counts equal torchvision's.
+`init` chooses the initialisation: "default" is torchvision's (He-normal convolutions, N(0, 0.01)
+linear layers), "paper" the paper's random initialisation (every weight N(0, 0.01), biases 0;
+section 3.1) and "glorot" Glorot & Bengio's, which the paper recommends in its place.
 Deliberate difference: the last pool is followed by an adaptive average pool to 7x7 (an
 identity at 224x224), as in torchvision, so any input size of at least 32 works.
 
@@ -23,9 +26,10 @@ from torch import nn
 
 from ..layers.conv import ConvNormAct
 from ..layers.head import FCHead
-from ..layers.init import init_weights
+from ..layers.init import init_glorot, init_normal, init_weights
 from ..registry import Paper, build_model, register_model
 from .base import ZooModel
+from .features import chain_stages, children_path
 
 PAPER = Paper("Very Deep Convolutional Networks for Large-Scale Image Recognition", 2014, "1409.1556",
               "Simonyan, Zisserman")
@@ -37,14 +41,17 @@ CFGS = {
     "D": (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"),
     "E": (64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M", 512, 512, 512, 512, "M"),
 }
+INITS = {"default": init_weights, "paper": init_normal, "glorot": init_glorot}
 
 
 class VGG(ZooModel):
     """VGG: `features` (conv stacks and max-pools) then `head` (FCHead)."""
 
     def __init__(self, *, cfg: str = "D", batch_norm: bool = False, num_classes: int = 1000, in_chans: int = 3,
-                 drop_rate: float = 0.5, fc_features: int = 4096, pool_size: int = 7):
+                 drop_rate: float = 0.5, fc_features: int = 4096, pool_size: int = 7, init: str = "default"):
         super().__init__()
+        if init not in INITS:
+            raise ValueError(f"init must be one of {', '.join(INITS)}, got {init!r}")
         if cfg not in CFGS:
             raise ValueError(f"cfg must be one of {sorted(CFGS)} (VGG-11/13/16/19), got {cfg!r}")
         self.in_chans = in_chans
@@ -53,7 +60,8 @@ class VGG(ZooModel):
         self.num_classes = num_classes
         self.head = FCHead(512, num_classes, pool_size, hidden, drop_rate)
         self.num_features = self.head.in_features
-        init_weights(self)
+        self.feature_info = chain_stages(children_path(self.features, "features."), in_chans)
+        INITS[init](self)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.features(x)

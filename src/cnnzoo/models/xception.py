@@ -28,6 +28,7 @@ from ..layers.conv import ConvNormAct, DepthwiseSeparableConv
 from ..layers.init import init_weights
 from ..registry import Paper, build_model, register_model
 from .base import ZooModel
+from .features import chain_stages, children_path
 
 PAPER = Paper("Xception: Deep Learning with Depthwise Separable Convolutions", 2017, "1610.02357", "Chollet")
 
@@ -83,14 +84,17 @@ class Xception(ZooModel):
         conv = partial(ConvNormAct, padding=1 if cifar else 0)
         f = OrderedDict(conv1=conv(in_chans, 32, 3, 1 if cifar else 2), conv2=conv(32, 64, 3))
         blocks = [*ENTRY_FLOW, *(MIDDLE_BLOCK,) * middle_blocks, EXIT_BLOCK]
+        strides = {}  # a block's shortcut and max-pool both stride: say it once
         for i, (in_chs, out_chs, reps, stride, relu_first, grow_first) in enumerate(blocks, 1):
             if cifar and i == 1:
                 stride = 1
+            strides[f"features.block{i}"] = stride
             f[f"block{i}"] = XceptionBlock(in_chs, out_chs, reps, stride, relu_first, grow_first)
         f["conv3"] = _separable(1024, 1536, act=True)
         f["conv4"] = _separable(1536, 2048, act=True)
         self.features = nn.Sequential(f)
         self.num_features = 2048
+        self.feature_info = chain_stages(children_path(self.features, "features."), in_chans, strides=strides)
         self._init_head(num_classes, drop_rate)
         init_weights(self)
 

@@ -20,18 +20,24 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..data import BatchAugment, DatasetBundle, DeviceLoader, ImageSplit, augment_policy, load_dataset
-from ..data.datasets import absolute_spec, dataset_fingerprint
-from ..data.transforms import center_crop, resize_uint8
+from ..data.augment import scale_policy
+from ..data.datasets import TRAIN_RESIZE_RATIO, absolute_spec, dataset_fingerprint
+from ..data.pca import cached_rgb_pca
+from ..data.stream import FileSplit, loader_for, open_stream, should_stream
+from ..data.transforms import center_crop, normalize, resize_uint8
 from ..engine.config import Config, ConfigError, check_crop
 from ..engine.metrics import confusion_matrix, topk_correct, write_confusion_csv
 from ..engine.task import DataMeta, LossFn, Task, TaskData, register_task
-from ..engine.tta import tta_logits
+from ..engine.tta import WHOLE_IMAGE_MODES, tta_logits, whole_image_sizes
+from ..engine.whiten import whiten_first_conv
 from ..engine.weights_init import publisher_options, start_normalization
 from ..errors import DataError, UnknownOptionError
 from ..models.base import AuxLogits
 from ..registry import create_model, model_info
 
 log = logging.getLogger(__name__)
+
+TOP5_MIN_CLASSES = 5  # top-5 accuracy is reported only for more classes than this
 
 
 @register_task
@@ -45,19 +51,22 @@ class ClassificationTask(Task):
 
     def build_data(self, cfg: Config, device: torch.device) -> TaskData:
         d, r = cfg.data, cfg.regularization
-        bundle = load_bundle(cfg)
+        bundle = stream_bundle(cfg) or usual_val(load_bundle(cfg, eval_size=whole_eval_size(cfg)))  # too large: on disk
         stats = start_normalization(cfg, int(bundle.input_size[0]))
         normalized_by = ""
         if stats is not None:  # fine-tuning: normalise as the weights were trained (data.normalize)
             bundle = dataclasses.replace(bundle, mean=stats[0], std=stats[1])
             normalized_by = stats[2]
-        policy = augment_policy(bundle, crop_padding=r.crop_padding, hflip=r.hflip,
-                                random_resized_crop=r.random_resized_crop)
+        chosen = {"crop_padding": r.crop_padding, "hflip": r.hflip, "random_resized_crop": r.random_resized_crop}
+        policy = scale_policy(bundle, r.scale_jitter, **chosen) if r.scale_jitter else augment_policy(bundle, **chosen)
         augment = BatchAugment(mean=bundle.mean, std=bundle.std, **policy, cutout=r.cutout,
-                               mixup_alpha=r.mixup_alpha, cutmix_alpha=r.cutmix_alpha, num_classes=len(bundle.classes))
-        train = DeviceLoader(bundle.train, d.batch_size, shuffle=True, augment=augment, drop_last=d.drop_last,
-                             seed=cfg.runtime.seed, device=device, mean=bundle.mean, std=bundle.std,
-                             channels_last=bool(cfg.runtime.channels_last))
+                               mixup_alpha=r.mixup_alpha, cutmix_alpha=r.cutmix_alpha, num_classes=len(bundle.classes),
+                               pad_mode=r.pad_mode, flip=r.flip, flip_seed=cfg.runtime.seed,
+                               lighting=colour_pca(bundle, cfg) if r.pca_lighting else None, lighting_std=r.pca_lighting)
+        train = loader_for(bundle.train, d.batch_size, shuffle=True, augment=augment, drop_last=d.drop_last,
+                           seed=cfg.runtime.seed, device=device, mean=bundle.mean, std=bundle.std,
+                           channels_last=bool(cfg.runtime.channels_last), num_workers=d.num_workers,
+                           on_bad_image=d.on_bad_image)
         val = eval_loader(bundle.val, cfg, bundle.mean, bundle.std, device) if len(bundle.val) else None
         test = (eval_loader(bundle.test, cfg, bundle.mean, bundle.std, device)
                 if bundle.test is not None and len(bundle.test) else None)
@@ -70,7 +79,9 @@ class ClassificationTask(Task):
         default, or all of it when it has none (split None); classes are matched by name."""
         own = dataset is None or is_runs_data(cfg, meta, dataset)
         size = cfg.data.image_size if own else cfg.data.image_size or meta.input_size[-1]
-        bundle = match_classes(meta, load_bundle(cfg, dataset=dataset, carve=own, image_size=size))
+        bundle = match_classes(meta, stream_bundle(cfg, dataset)
+                               or load_bundle(cfg, dataset=dataset, carve=own, image_size=size,
+                                                   eval_size=whole_eval_size(cfg)))
         split, images = pick_split(bundle, split, own=own)
         return eval_loader(images, cfg, meta.mean, meta.std, device), bundle.name, split
 
@@ -79,10 +90,23 @@ class ClassificationTask(Task):
         check_input_size(model, cfg.model.name, meta.input_size)
         return model
 
+    def init_from_data(self, cfg: Config, model: nn.Module, data: TaskData) -> list[str]:
+        """Patch-whiten the first convolution from a seeded sample of the training images."""
+        n = cfg.model.whiten_images
+        if not n:
+            return []
+        loader = data.train
+        pick = torch.randperm(loader.num_samples, generator=torch.Generator().manual_seed(cfg.runtime.seed))[:n]
+        images = normalize(loader.images[pick.to(loader.images.device)], loader.mean, loader.std)
+        return [whiten_first_conv(model, images, cfg.model.whiten_eps)]
+
     def check_config(self, cfg: Config, meta: DataMeta) -> None:
         if cfg.eval.tta == "tencrop":
             crop = cfg.eval.crop_size or round(0.875 * min(meta.input_size[1:]))
             check_crop(crop, tuple(meta.input_size[1:]), key="eval.crop_size")
+        if cfg.eval.tta in ("crop144", "dense_multicrop"):
+            sizes, crop = whole_image_sizes(cfg.eval.tta, min(meta.input_size[1:]), cfg.eval.sizes, cfg.eval.crop_size)
+            check_crop(crop, (min(sizes), min(sizes)), key="eval.crop_size")
 
     # --------------------------------------------------------------------- loss and metrics
 
@@ -107,7 +131,11 @@ class ClassificationTask(Task):
     def evaluator(self, cfg: Config, meta: DataMeta, *, final: bool) -> ClassificationEvaluator:
         e = cfg.eval
         tta = e.tta if final else "none"
-        return ClassificationEvaluator(list(meta.classes), tta=tta, crop_size=e.crop_size, scales=tuple(e.scales))
+        crop, sizes = e.crop_size, ()
+        if tta in WHOLE_IMAGE_MODES:  # the paper's sizes for this model's input unless given
+            sizes, crop = whole_image_sizes(tta, min(meta.input_size[1:]), e.sizes, e.crop_size)
+        return ClassificationEvaluator(list(meta.classes), tta=tta, crop_size=crop, scales=tuple(e.scales),
+                                       sizes=sizes)
 
 
 class ClassificationEvaluator:
@@ -116,8 +144,9 @@ class ClassificationEvaluator:
     Sums stay on the device until `compute`, so a pass costs one host transfer."""
 
     def __init__(self, classes: list[str], *, tta: str = "none", crop_size: int | None = None,
-                 scales: tuple[float, ...] = (0.875, 1.0, 1.125)):
+                 scales: tuple[float, ...] = (0.875, 1.0, 1.125), sizes: tuple[int, ...] = ()):
         self.classes, self.tta, self.crop_size, self.scales = classes, tta, crop_size, scales
+        self.sizes = tuple(sizes)  # whole-image tests (dense, crop144, dense_multicrop): shorter sides
         self.loss_sum = self.correct1 = self.correct5 = self.confusion = None
         self.count = 0
 
@@ -125,7 +154,7 @@ class ClassificationEvaluator:
         """Class scores of a normalised batch; with TTA, the log of the averaged probabilities."""
         if self.tta == "none":
             return model(images)
-        return tta_logits(model, images, self.tta, crop_size=self.crop_size, scales=self.scales)
+        return tta_logits(model, images, self.tta, crop_size=self.crop_size, scales=self.scales, sizes=self.sizes)
 
     def update(self, model: nn.Module, batch: tuple) -> None:
         images, labels = batch
@@ -138,11 +167,28 @@ class ClassificationEvaluator:
         self.confusion = _add(self.confusion, matrix)
         self.count += labels.shape[0]
 
+    def reduce(self, total) -> None:
+        """Replace this process's sums by their totals over all processes (`total` all-reduces a
+        tensor): a data-parallel evaluation, in which each process saw a share of the split."""
+        k = len(self.classes)
+        zero = torch.zeros((), dtype=torch.float64)
+        sums = [zero if v is None else v.detach().double().cpu().reshape(()) for v in
+                (self.loss_sum, self.correct1, self.correct5)]
+        confusion = (torch.zeros(k * k, dtype=torch.float64) if self.confusion is None
+                     else self.confusion.double().cpu().flatten())
+        packed = total(torch.cat([torch.stack([*sums, torch.tensor(float(self.count), dtype=torch.float64)]),
+                                  confusion]))
+        self.loss_sum, self.correct1, self.correct5 = packed[0], packed[1], packed[2]
+        self.count = int(packed[3])
+        self.confusion = packed[4:].round().long().reshape(k, k)
+
     def compute(self) -> dict[str, float]:
         if self.count == 0:
             return {}
-        return {"loss": float(self.loss_sum) / self.count, "acc": float(self.correct1) / self.count,
-                "top5": float(self.correct5) / self.count}
+        metrics = {"loss": float(self.loss_sum) / self.count, "acc": float(self.correct1) / self.count}
+        if len(self.classes) > TOP5_MIN_CLASSES:  # with 5 classes or fewer, top-5 is 100% by definition
+            metrics["top5"] = float(self.correct5) / self.count
+        return metrics
 
     def report(self) -> ClassificationReport:
         metrics = self.compute()
@@ -152,7 +198,7 @@ class ClassificationEvaluator:
         per_class = [(name, int(support[i]), float(confusion[i, i]) / max(int(support[i]), 1))
                      for i, name in enumerate(self.classes)]
         return ClassificationReport(images=self.count, loss=metrics.get("loss", float("nan")),
-                                    top1=metrics.get("acc", 0.0), top5=metrics.get("top5", 0.0), tta=self.tta,
+                                    top1=metrics.get("acc", 0.0), top5=metrics.get("top5"), tta=self.tta,
                                     classes=self.classes, per_class=per_class, confusion=confusion)
 
 
@@ -161,15 +207,20 @@ class ClassificationReport:
     images: int
     loss: float
     top1: float
-    top5: float
+    top5: float | None  # None with 5 classes or fewer
     tta: str
     classes: list[str]
     per_class: list[tuple[str, int, float]]  # (class, images, accuracy)
     confusion: torch.Tensor = field(repr=False)  # counts[true, predicted]
 
     def to_dict(self) -> dict:
-        return dict(tta=self.tta, images=self.images, loss=self.loss, top1=self.top1, top5=self.top5,
+        top5 = {} if self.top5 is None else {"top5": self.top5}
+        return dict(tta=self.tta, images=self.images, loss=self.loss, top1=self.top1, **top5,
                     per_class={name: {"images": n, "accuracy": acc} for name, n, acc in self.per_class})
+
+    def summary_rows(self) -> list[dict]:
+        """The one-row summary of `cnnzoo eval --format csv` (per class: per_class.csv)."""
+        return [{k: v for k, v in self.to_dict().items() if k != "per_class"}]
 
     def write(self, out_dir: Path, evaluation: Any) -> list[Path]:
         """metrics.json, per_class.csv and confusion.csv in `out_dir`."""
@@ -191,11 +242,22 @@ def _add(total: torch.Tensor | None, value: torch.Tensor) -> torch.Tensor:
 # ------------------------------------------------------------------------- data helpers
 
 
-def eval_loader(images: ImageSplit, cfg: Config, mean, std, device: torch.device) -> DeviceLoader:
+def eval_loader(images: ImageSplit | FileSplit, cfg: Config, mean, std, device: torch.device) -> DeviceLoader:
     """The loader of an evaluated split: in order, unaugmented, normalised with the training statistics."""
     batch = cfg.data.eval_batch_size or 2 * cfg.data.batch_size
-    return DeviceLoader(images, batch, shuffle=False, augment=None, device=device, mean=mean, std=std,
-                        channels_last=bool(cfg.runtime.channels_last))
+    return loader_for(images, batch, shuffle=False, augment=None, device=device, mean=mean, std=std,
+                      channels_last=bool(cfg.runtime.channels_last), num_workers=cfg.data.num_workers,
+                      on_bad_image=cfg.data.on_bad_image)
+
+
+def stream_bundle(cfg: Config, dataset: str | None = None) -> DatasetBundle | None:
+    """The listed (not decoded) image folder when it streams (cfg.data.stream, memory_budget_gb)."""
+    d = cfg.data
+    spec = dataset or d.dataset
+    if not should_stream(spec, d.stream, d.memory_budget_gb, d.image_size):
+        return None
+    return open_stream(spec, image_size=d.image_size, val_fraction=d.val_fraction, seed=d.split_seed,
+                       num_workers=d.num_workers)
 
 
 def dataset_meta(bundle: DatasetBundle, *, normalized_by: str = "") -> DataMeta:
@@ -322,16 +384,45 @@ def check_input_size(model: nn.Module, name: str, input_size: tuple[int, ...]) -
         model.train(was_training)
 
 
-def load_bundle(cfg: Config, *, dataset: str | None = None, carve: bool = True,
-                image_size: int | None = None) -> DatasetBundle:
+def load_bundle(cfg: Config, *, dataset: str | None = None, carve: bool = True, image_size: int | None = None,
+                eval_size: int | None = None) -> DatasetBundle:
     """The DatasetBundle of cfg.data (or of another dataset, for evaluation: `carve=False` keeps
-    its own splits, at `image_size`)."""
-    d = cfg.data
+    its own splits, at `image_size`). With scale augmentation the training images are kept with
+    shorter side S_max; `eval_size`: see `whole_eval_size` (the run's own data only)."""
+    d, scales = cfg.data, cfg.regularization.scale_jitter
+    resized = {"train_size": max(scales) if scales else None, "eval_size": eval_size} if carve else {}
     bundle = load_dataset(dataset or d.dataset, val_fraction=d.val_fraction, seed=d.split_seed,
                           image_size=image_size or d.image_size, cache_dir=d.cache_dir, on_bad_image=d.on_bad_image,
                           max_bad_images=d.max_bad_images, download=d.download, num_workers=d.num_workers,
-                          carve=carve)
+                          carve=carve, **resized)
     return _fit_model_minimum(bundle, cfg.model.name)
+
+
+def whole_eval_size(cfg: Config) -> int | None:
+    """The shorter side at which a large image folder's val/test images are kept whole (not centre-
+    cropped) for a whole-image test: its largest size. None otherwise (other sources are whole already)."""
+    e, side = cfg.eval, cfg.data.image_size
+    if e.tta not in WHOLE_IMAGE_MODES or not side:
+        return None
+    return max(whole_image_sizes(e.tta, side, e.sizes, e.crop_size)[0])
+
+
+def usual_val(bundle: DatasetBundle) -> DatasetBundle:
+    """The bundle with a validation split kept whole (for a whole-image final test) cut back to the
+    usual centre crop (shorter side 256/224 of the input, centre input-size crop), for model selection."""
+    side = bundle.input_size[-1]
+    if bundle.val.images.shape[-1] == side:
+        return bundle
+    images = center_crop(resize_uint8(bundle.val.images, round(side * TRAIN_RESIZE_RATIO)), side)
+    return dataclasses.replace(bundle, val=ImageSplit(images, bundle.val.labels))
+
+
+def colour_pca(bundle: DatasetBundle, cfg: Config) -> tuple[torch.Tensor, torch.Tensor]:
+    """(eigenvalues, eigenvectors) of the training split's RGB covariance, cached beside the dataset."""
+    d, r = cfg.data, cfg.regularization
+    options = {"dataset": bundle.name, "val_fraction": d.val_fraction, "split_seed": d.split_seed,
+               "image_size": d.image_size, "train_size": max(r.scale_jitter) if r.scale_jitter else None}
+    return cached_rgb_pca(bundle.train.images, fingerprint=bundle.fingerprint, options=options, cache_dir=d.cache_dir)
 
 
 def _fit_model_minimum(bundle: DatasetBundle, model_name: str) -> DatasetBundle:
@@ -340,7 +431,7 @@ def _fit_model_minimum(bundle: DatasetBundle, model_name: str) -> DatasetBundle:
     side = minimum[-1] if minimum else 0
     if min(bundle.input_size[1:]) >= side:
         return bundle
-    log.info("%s needs inputs of at least %dpx; resizing %s's %dpx images to %dpx (set data.image_size to choose)",
+    log.info("%s needs inputs of at least %dpx; resizing %s's %dpx images to %dpx (choose with --image-size)",
              model_name, side, bundle.name, bundle.input_size[1], side)
     splits = {k: getattr(bundle, k) for k in ("train", "val", "test")}
     resized = {k: None if s is None else dataclasses.replace(s, images=resize_uint8(s.images, side))

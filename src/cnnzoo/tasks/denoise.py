@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
+from .._text import count
 from ..data.decode import IMAGE_EXTENSIONS, decode_image, match_channels
 from ..data.folder import image_files, is_archive
 from ..data.loader import derive_seed, epoch_permutation
@@ -422,7 +423,7 @@ class DenoiseReport:
             lines = [f"  {r.name:<{width}}  noisy {r.psnr_noisy:6.2f} dB  denoised {r.psnr:6.2f} dB"
                      + (f"  SSIM {r.ssim:.4f}" if r.ssim is not None else "") for r in self.images]
         ssim_text = f"  SSIM {self.ssim:.4f}" if self.ssim is not None else ""
-        lines.append(f"{self.set_name or 'images'}: {len(self.images)} images, sigma {self.sigma:g}: "
+        lines.append(f"{self.set_name or 'images'}: {count(len(self.images), 'image')}, sigma {self.sigma:g}: "
                      f"PSNR {self.psnr:.2f} dB (noisy {self.psnr_noisy:.2f} dB){ssim_text}")
         return "\n".join(lines)
 
@@ -491,13 +492,19 @@ class DenoiseSetsReport:
     def lines(self, per_image: bool = False) -> list[str]:
         return [report.format(per_image) for report in self.sets]
 
+    def to_dict(self) -> dict:
+        return {"sets": {r.set_name or "images": {"images": len(r.images), "sigma": r.sigma, "psnr": r.psnr,
+                                                  "psnr_noisy": r.psnr_noisy, "ssim": r.ssim} for r in self.sets}}
+
+    def summary_rows(self) -> list[dict]:
+        """One row per test set, for `cnnzoo eval --format csv`."""
+        return [{"set": name, **values} for name, values in self.to_dict()["sets"].items()]
+
     def write(self, out_dir: Path, evaluation: Any) -> list[Path]:
         out_dir.mkdir(parents=True, exist_ok=True)
         path = out_dir / "metrics.json"
-        sets = {r.set_name or "images": {"images": len(r.images), "sigma": r.sigma, "psnr": r.psnr,
-                                         "psnr_noisy": r.psnr_noisy, "ssim": r.ssim} for r in self.sets}
         path.write_text(json.dumps(dict(checkpoint=evaluation.checkpoint, model=evaluation.model,
-                                        dataset=evaluation.dataset, metrics=evaluation.metrics, sets=sets),
+                                        dataset=evaluation.dataset, metrics=evaluation.metrics, **self.to_dict()),
                                    indent=2) + "\n")
         return [path]
 

@@ -29,6 +29,7 @@ from typing import Any, Iterable, Literal
 import torch
 from torch import nn
 
+from .._text import count
 from ..engine.config import Config, ConfigError, from_dict
 from ..engine.inference import describe_checkpoint, model_from_checkpoint, read_checkpoint
 from ..engine.task import DataMeta, LossFn, Task, TaskData, register_task
@@ -266,7 +267,7 @@ def load_denoiser(path: str | Path, *, trust: bool = False,
         obj, refused = None, err
     if is_official_dncnn(obj):
         model = dncnn_from_stub(obj, source=str(path)).to(device)
-        return model, f"{path}: official DnCNN weights (depth {model.depth}, {model.in_chans} channel(s))"
+        return model, f"{path}: official DnCNN weights (depth {model.depth}, {count(model.in_chans, 'channel')})"
     try:
         ckpt = read_checkpoint(path, trust=trust)
     except CnnzooError:

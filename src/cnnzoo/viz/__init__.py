@@ -13,6 +13,7 @@ from __future__ import annotations
 from ._mpl import INSTALL_HINT, MatplotlibMissing, Plot, has_matplotlib
 from .attention import (AttentionMap, attention_maps, plot_attention, plot_branch_weights, plot_channel_excitation,
                         plot_spatial_attention)
+from .curves import plot_accuracy_vs_time
 from .eval_plots import (DenoiseCrop, WrongImage, most_confidently_wrong, plot_class_samples, plot_confusion,
                          plot_denoise_crops, plot_per_class_accuracy, plot_wrong_gallery)
 from .evaluation import ClassifierOutputs, Samples, augmented_samples, classifier_outputs, samples_from_loader
@@ -28,7 +29,8 @@ __all__ = [
     "MatplotlibMissing", "Plot", "RunHistory", "Samples", "Table", "WrongImage", "attention_maps",
     "augmented_samples", "classifier_outputs", "compare_depthwise", "default_target_layer", "depthwise_health",
     "depthwise_table", "end_of_run", "feature_maps", "gradcam", "has_matplotlib", "most_confidently_wrong",
-    "plot_attention", "plot_branch_weights", "plot_channel_excitation", "plot_class_samples", "plot_confusion",
+    "plot_accuracy_vs_time", "plot_attention", "plot_branch_weights", "plot_channel_excitation",
+    "plot_class_samples", "plot_confusion",
     "plot_denoise_crops", "plot_depthwise_health", "plot_feature_maps", "plot_first_layer_kernels",
     "plot_gradcam", "plot_gradcam_grid", "plot_per_class_accuracy", "plot_run", "plot_spatial_attention",
     "plot_wrong_gallery", "read_history", "report_inputs", "samples_from_loader", "write_report",

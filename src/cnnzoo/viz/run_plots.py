@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
+from .._text import count
 from ._mpl import Plot, new_figure, save
 
 # (panel title, y label, metrics.csv columns drawn in it); a panel is drawn when any run has any of its columns.
@@ -139,7 +140,7 @@ def _title(histories: Sequence[RunHistory]) -> str:
         h = histories[0]
         best = f"  (best.pt: epoch {h.best_epoch}, on {h.best_metric})" if h.best_epoch else ""
         return f"{h.name}{best}"
-    return f"{len(histories)} runs compared (train dashed, validation solid; o: best.pt's epoch)"
+    return f"{count(len(histories), 'run')} compared (train dashed, validation solid; o: best.pt's epoch)"
 
 
 def _draw_columns(ax, history: RunHistory, columns: Sequence[str], colour: str, label_run: bool) -> None:

@@ -16,6 +16,7 @@ from typing import Mapping
 
 import torch
 
+from .._limits import check_torch_file
 from ..errors import CnnzooError
 from ..models.resnet import ResNet
 from ..registry import IMAGENET_MEAN, IMAGENET_STD, create_model
@@ -56,7 +57,11 @@ def load_akamaster(path: str | Path, *, verify_hash: bool = True) -> ResNet:
         raise CnnzooError(f"{path}: no such checkpoint file")
     if verify_hash:
         _verify_name_hash(path)
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    check_torch_file(path)
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # pickle, zip and legacy-format errors all mean an unusable file
+        raise CnnzooError(f"{path}: not a readable PyTorch file ({type(err).__name__}: {str(err)[:120]})") from None
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
         raise CnnzooError(f"{path}: expected a dict with a 'state_dict' entry (an akamaster checkpoint)")
     state = convert_state_dict(checkpoint["state_dict"])

@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from .._limits import LimitError, backed_elements, build_budget, check_backed
 from ..models.dncnn import DnCNN
 from .safe_unpickle import ModuleStub, UnsafePickleError, iter_modules, module_state_dict, safe_load
 
@@ -39,7 +40,11 @@ def load_official_dncnn(path: str | os.PathLike) -> DnCNN:
 
 
 def dncnn_from_stub(obj: ModuleStub, *, source: str = "the pickle") -> DnCNN:
-    layers = [(name, stub) for name, stub in iter_modules(obj) if stub.qualname in (_CONV, _BN)]
+    try:
+        modules, source_state = iter_modules(obj), module_state_dict(obj)
+    except UnsafePickleError as err:
+        raise UnsafePickleError(f"{source}: {err}") from None
+    layers = [(name, stub) for name, stub in modules if stub.qualname in (_CONV, _BN)]
     convs = [stub for _, stub in layers if stub.qualname == _CONV]
     bns = [stub for _, stub in layers if stub.qualname == _BN]
     if len(convs) < 3 or len(bns) != len(convs) - 2:
@@ -47,12 +52,38 @@ def dncnn_from_stub(obj: ModuleStub, *, source: str = "the pickle") -> DnCNN:
             f"{source}: expected the DnCNN layout (conv, depth-2 x conv+BN, conv), found "
             f"{len(convs)} convolutions and {len(bns)} batch norms"
         )
-    first = convs[0].__dict__
-    eps = float(bns[0].__dict__.get("eps", 1e-5))
-    model = DnCNN(in_chans=first["in_channels"], depth=len(convs), width=first["out_channels"], bn_eps=eps)
-    source_state = module_state_dict(obj)
+    in_chans, width = _first_conv_shape(convs[0], source)
+    eps = bns[0].__dict__.get("eps", 1e-5)
+    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not 0 < eps < 1:
+        raise UnsafePickleError(f"{source}: batch-norm eps {eps!r} is not a number in (0, 1)")
+    # The sizes come from the file: build on the meta device within the tensors it holds first.
+    tensors = list(source_state.values())
+    for name, tensor in source_state.items():
+        if not isinstance(tensor, torch.Tensor):
+            raise UnsafePickleError(f"{source}: {name} is a {type(tensor).__name__}, not a tensor")
+        check_backed(tensor, f"{source}: {name}")
+    try:
+        with build_budget(len(tensors) + 8, backed_elements(tensors) + 1024, source):
+            DnCNN(in_chans=in_chans, depth=len(convs), width=width, bn_eps=float(eps))
+    except LimitError as err:
+        raise UnsafePickleError(str(err)) from None
+    model = DnCNN(in_chans=in_chans, depth=len(convs), width=width, bn_eps=float(eps))
     model.load_state_dict(_map_state(model, layers, source_state, source), strict=True)
     return model.eval()
+
+
+def _first_conv_shape(conv: ModuleStub, source: str) -> tuple[int, int]:
+    """(input channels, width) of the first convolution, read from its weight tensor; the
+    module's recorded channel counts must agree with it."""
+    weight = (conv.__dict__.get("_parameters") or {}).get("weight")
+    if not isinstance(weight, torch.Tensor) or weight.dim() != 4:
+        raise UnsafePickleError(f"{source}: the first convolution has no 4-D weight")
+    width, in_chans = int(weight.shape[0]), int(weight.shape[1])
+    recorded = (conv.__dict__.get("in_channels"), conv.__dict__.get("out_channels"))
+    if recorded != (in_chans, width):
+        raise UnsafePickleError(f"{source}: the first convolution records {recorded[0]!r} -> {recorded[1]!r} "
+                                f"channels, but its weight has shape {tuple(weight.shape)}")
+    return in_chans, width
 
 
 def _map_state(model: nn.Module, layers: list[tuple[str, ModuleStub]],

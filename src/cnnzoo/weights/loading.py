@@ -29,6 +29,7 @@ import torch
 from torch import nn
 
 from .. import models as _models  # noqa: F401  (registers the architectures)
+from .._limits import check_backed, check_torch_file
 from ..registry import create_model, model_info, stats_for_channels
 from . import akamaster, converters
 from .catalogue import ENTRIES, default_weights, get_weights
@@ -113,6 +114,7 @@ def read_state_file(path: Path) -> tuple[State | ModuleStub, dict[str, str]]:
 
         with safe_open(str(path), framework="pt") as f:
             return {k: f.get_tensor(k) for k in f.keys()}, dict(f.metadata() or {})
+    check_torch_file(path)
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, AttributeError, EOFError) as err:
@@ -131,6 +133,8 @@ def _unwrap(obj: Any, path: Path) -> State | ModuleStub:
             break
     if not isinstance(obj, Mapping) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise WeightsError(f"{path}: not a state dict of tensors")
+    for key, tensor in obj.items():
+        check_backed(tensor, f"{path}: {key}")
     prefix = "module."  # saved from nn.DataParallel
     if obj and all(k.startswith(prefix) for k in obj):
         obj = {k[len(prefix):]: v for k, v in obj.items()}

@@ -31,6 +31,7 @@ from typing import Any, BinaryIO, Callable
 
 import torch
 
+from .._limits import LimitError, check_torch_file
 from ..errors import CnnzooError
 
 LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
@@ -186,13 +187,23 @@ def safe_load(path: str | os.PathLike) -> Any:
     path = Path(path)
     if not path.is_file():
         raise UnsafePickleError(f"{path} does not exist")
-    if zipfile.is_zipfile(path):
-        return _load_zip(path)
-    with open(path, "rb") as f:
-        return _load_legacy(f, str(path))
+    try:
+        if zipfile.is_zipfile(path):
+            return _load_zip(path)
+        with open(path, "rb") as f:
+            return _load_legacy(f, str(path))
+    except UnsafePickleError:
+        raise
+    except Exception as err:  # a damaged record or stream, a malformed persistent id, a missing storage
+        first = str(err).strip().splitlines()[0][:200] if str(err).strip() else ""
+        raise UnsafePickleError(f"{path} is not a readable PyTorch checkpoint ({type(err).__name__}: {first})") from None
 
 
 def _load_zip(path: Path) -> Any:
+    try:
+        check_torch_file(path)  # no record inflates past the file's size
+    except LimitError as err:
+        raise UnsafePickleError(str(err)) from None
     with zipfile.ZipFile(path) as archive:
         names = archive.namelist()
         pkl = next((n for n in names if n.endswith("/data.pkl") or n == "data.pkl"), None)
@@ -235,17 +246,31 @@ def _load_legacy(f: BinaryIO, source: str) -> Any:
     if protocol != LEGACY_PROTOCOL:
         raise UnsafePickleError(f"{source}: unsupported legacy protocol version {protocol}")
     sys_info = header()
-    if not sys_info.get("little_endian", True):
+    if not isinstance(sys_info, dict) or not sys_info.get("little_endian", True):
         raise UnsafePickleError(f"{source}: big-endian checkpoints are not supported")
 
-    storages: dict[str, tuple[torch.Tensor, torch.dtype]] = {}
+    # The pickle is read twice: first with storages on the meta device (no memory) to learn
+    # their declared sizes, which must fit in the bytes left in the file; then for real.
+    start = f.tell()
+    storages = _unpickle_body(f, source, device="meta")[1]
+    _check_declared(f, storages, source)
+    f.seek(start)
+    obj, storages, keys = _unpickle_body(f, source, device="cpu")
+    for key in keys:
+        _read_legacy_storage(f, storages[key], storages[key].dtype, source=source, key=key)
+    return obj
+
+
+def _unpickle_body(f: BinaryIO, source: str, device: str) -> tuple[Any, dict[str, torch.Tensor], list]:
+    """(object, {key: flat storage tensor}, storage keys in file order) of a legacy file's pickles."""
+    storages: dict[str, torch.Tensor] = {}
 
     def load_storage(pid: tuple) -> torch.Tensor:
         _, storage_type, root_key, _location, numel, view_metadata = pid
         dtype = _dtype_of(storage_type, source)
         if root_key not in storages:
-            storages[root_key] = (torch.empty(numel, dtype=dtype), dtype)
-        root = storages[root_key][0]
+            storages[root_key] = torch.empty(numel, dtype=dtype, device=device)
+        root = storages[root_key]
         if view_metadata is None:
             return root
         _view_key, offset, view_size = view_metadata
@@ -253,9 +278,18 @@ def _load_legacy(f: BinaryIO, source: str) -> Any:
 
     obj = RestrictedUnpickler(f, source=source, load_storage=load_storage).load()
     keys = RestrictedUnpickler(f, source=source).load()
-    for key in keys:
-        _read_legacy_storage(f, *storages[key], source=source, key=key)
-    return obj
+    if not isinstance(keys, list) or sorted(map(str, keys)) != sorted(storages):
+        raise UnsafePickleError(f"{source}: its storage list does not match the tensors it holds")
+    return obj, storages, keys
+
+
+def _check_declared(f: BinaryIO, storages: dict[str, torch.Tensor], source: str) -> None:
+    here = f.tell()
+    left = f.seek(0, os.SEEK_END) - here
+    f.seek(here)
+    declared = sum(8 + t.numel() * t.element_size() for t in storages.values())
+    if declared > left:
+        raise UnsafePickleError(f"{source}: its tensors declare {declared:,} bytes, but only {left:,} are left in the file")
 
 
 def _read_legacy_storage(f: BinaryIO, target: torch.Tensor, dtype: torch.dtype, *, source: str, key: str) -> None:
@@ -273,27 +307,41 @@ def _read_legacy_storage(f: BinaryIO, target: torch.Tensor, dtype: torch.dtype, 
         target.copy_(torch.frombuffer(data, dtype=dtype))
 
 
+MAX_MODULE_DEPTH = 64  # nesting of a pickled module tree; a cycle or a deeper tree is refused
+MAX_MODULES = 100_000  # modules in a pickled tree (shared sub-trees counted each time they appear)
+
+
 def module_state_dict(obj: Any, prefix: str = "") -> "OrderedDict[str, torch.Tensor]":
     """The state dict of a stub tree, with the keys `nn.Module.state_dict()` would give."""
-    state: OrderedDict[str, torch.Tensor] = OrderedDict()
     if not isinstance(obj, ModuleStub):
         raise TypeError(f"expected a pickled module, got {type(obj).__name__}")
-    attrs = obj.__dict__
-    skip = set(attrs.get("_non_persistent_buffers_set") or ())
-    for group in ("_parameters", "_buffers"):
-        for name, tensor in (attrs.get(group) or {}).items():
-            if tensor is not None and name not in skip:
-                state[prefix + name] = tensor
-    for name, child in (attrs.get("_modules") or {}).items():
-        if child is not None:
-            state.update(module_state_dict(child, f"{prefix}{name}."))
+    state: OrderedDict[str, torch.Tensor] = OrderedDict()
+    for name, stub in iter_modules(obj, prefix.rstrip(".") + "." if prefix else ""):
+        attrs = stub.__dict__
+        skip = set(attrs.get("_non_persistent_buffers_set") or ())
+        for group in ("_parameters", "_buffers"):
+            for key, tensor in (attrs.get(group) or {}).items():
+                if tensor is not None and key not in skip:
+                    state[f"{name}.{key}" if name else f"{key}"] = tensor
     return state
 
 
 def iter_modules(obj: ModuleStub, prefix: str = "") -> list[tuple[str, ModuleStub]]:
-    """(dotted name, stub) of a stub tree in definition order, the root first (named "")."""
-    found = [(prefix.rstrip("."), obj)]
-    for name, child in (obj.__dict__.get("_modules") or {}).items():
-        if isinstance(child, ModuleStub):
-            found += iter_modules(child, f"{prefix}{name}.")
+    """(dotted name, stub) of a stub tree in definition order, the root first (named "").
+    A module that contains itself, a tree deeper than MAX_MODULE_DEPTH or larger than MAX_MODULES is refused."""
+    found: list[tuple[str, ModuleStub]] = []
+
+    def visit(stub: ModuleStub, name: str, parents: tuple[int, ...]) -> None:
+        if id(stub) in parents or len(parents) > MAX_MODULE_DEPTH or len(found) >= MAX_MODULES:
+            raise UnsafePickleError(f"module {name or 'root'} contains itself, is nested more than "
+                                    f"{MAX_MODULE_DEPTH} levels deep or is one module too many ({MAX_MODULES:,})")
+        found.append((name, stub))
+        children = stub.__dict__.get("_modules") or {}
+        if not isinstance(children, dict):
+            raise UnsafePickleError(f"module {name or 'root'} has {type(children).__name__} sub-modules")
+        for key, child in children.items():
+            if isinstance(child, ModuleStub):
+                visit(child, f"{name}.{key}" if name else str(key), (*parents, id(stub)))
+
+    visit(obj, prefix.rstrip("."), ())
     return found
