@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -231,14 +231,15 @@ def check_checkpoint(path: str | Path, ckpt: Any) -> None:
     check_fits(c, cfg, meta, c.state_dict(ckpt["model"], "model"))
 
 
-def check_resumable(path: str | Path, ckpt: Any) -> None:
-    """`check_checkpoint` plus what a resume restores: training state, data position, optimiser,
-    schedule and RNG states (each tried on a scratch object, so nothing global changes)."""
+def check_resumable(path: str | Path, ckpt: Any, *, state_keys: Collection[str]) -> None:
+    """`check_checkpoint` plus what a resume restores: training state (whose known keys are
+    `state_keys`), data position, optimiser, schedule and RNG states (each tried on a scratch
+    object, so nothing global changes)."""
     check_checkpoint(path, ckpt)
     c = _Check(path)
     for name in ("optimizer", "scheduler", "scaler", "loader", "rng", "state"):
         c.mapping(ckpt.get(name), name)
-    _check_state(c, ckpt["state"])
+    _check_state(c, ckpt["state"], state_keys)
     _check_loader(c, ckpt["loader"])
     _check_optimizer(c, ckpt["optimizer"])
     sched = ckpt["scheduler"]
@@ -248,11 +249,8 @@ def check_resumable(path: str | Path, ckpt: Any) -> None:
     _check_rng(c, ckpt["rng"])
 
 
-def _check_state(c: _Check, state: Mapping) -> None:
-    from .resume import TrainState  # resume imports this module
-
-    known = set(TrainState.__dataclass_fields__)
-    unknown = sorted(set(state) - known)
+def _check_state(c: _Check, state: Mapping, known: Collection[str]) -> None:
+    unknown = sorted(set(state) - set(known))
     if unknown:
         c.fail("state", f"has unknown keys {', '.join(map(str, unknown[:4]))}")
     for name in ("epoch", "batch", "step", "skipped"):

@@ -11,6 +11,7 @@ when its fingerprint is (a moved dataset is found again with `--data NEWPATH`).
 from __future__ import annotations
 
 import dataclasses
+import functools
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,13 @@ from torch import nn
 
 from .._version import __version__
 from ..errors import CnnzooError
-from .checkpoint import atomic_save, capture_rng_state, find_resume_checkpoint, restore_rng_state
+from .checkpoint import (
+    atomic_save,
+    capture_rng_state,
+    find_resume_checkpoint,
+    restore_rng_state,
+)
+from .checkpoint_schema import check_resumable
 from .config import Config, config_from_dict, config_to_dict, resumable_keys
 from .schedulers import Schedule
 from .task import DataMeta, Task
@@ -197,9 +204,8 @@ def check_resume(resume: Resume, cfg: Config, task: Task, meta: DataMeta) -> Non
 
 
 def load_resume(run_dir: str | Path, *, trust: bool = False) -> Resume:
-    from .checkpoint_schema import check_resumable
-
-    path, ckpt = find_resume_checkpoint(run_dir, trust=trust, check=check_resumable)
+    check = functools.partial(check_resumable, state_keys=TrainState.__dataclass_fields__.keys())
+    path, ckpt = find_resume_checkpoint(run_dir, trust=trust, check=check)
     return Resume(path, ckpt)
 
 
