@@ -154,7 +154,7 @@ def test_eval_takes_other_folders_as_they_are(folder_run, tmp_path, monkeypatch,
     assert "data: folder:only_test, test split, 9 images" in out
     code, out, err = run_cli(capsys, "eval", ckpt, "--data", "some", "--out", "e3")
     assert code == 0, err
-    assert "all 4 images" in out and "(1 of the model's 3 classes have no images in the data)" in out
+    assert "all 4 images" in out and "(1 of the model's 3 classes has no images in the data)" in out
     assert "note: folder:some: its 2 classes matched by name to the model's 3; accuracy is over these classes' " \
            "images, and a prediction of any of the 1 others counts as an error" in err
     code, _, err = run_cli(capsys, "eval", ckpt, "--data", "other")
@@ -275,7 +275,7 @@ def test_eval_of_a_denoiser_refuses_classification_options(denoiser, capsys):
     one_error(err, "eval", "--split and --batch-size: not used", "leave them out")
     code, out, err = run_cli(capsys, "eval", str(denoiser))
     assert code == 0, err
-    assert "set1: 1 images, sigma 25" in out
+    assert "set1: 1 image, sigma 25" in out
 
 
 def test_denoise_refuses_every_path_to_its_input_before_any_work(denoiser, tmp_path, monkeypatch, capsys):

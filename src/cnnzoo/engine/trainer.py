@@ -66,7 +66,8 @@ class RunResult:
 
 
 def train(cfg: Config, *, resume: Resume | None = None, progress: Progress | None = None) -> RunResult:
-    cfg = portable(validate(cfg))
+    as_given = validate(cfg)
+    cfg = portable(as_given)  # stored in config.yaml and the checkpoints
     if resume is not None:
         check_data_present(cfg, resume)
     dist = Distributed.from_env()  # several processes under torchrun (docs/distributed.md); rank 0 writes
@@ -86,7 +87,8 @@ def train(cfg: Config, *, resume: Resume | None = None, progress: Progress | Non
         # ---- data, model, optimiser, schedule
         seed_everything(cfg.runtime.seed)
         with dist.main_first(), data_progress.reporting(progress.data_sink()):  # decoding shows progress
-            data = task.build_data(runtime.stamp(cfg), runtime.device)
+            # the data as the user named it (the banner's words); the same files as cfg's absolute path
+            data = task.build_data(runtime.stamp(dataclasses.replace(cfg, data=as_given.data)), runtime.device)
         dist.shard_data(data, task, cfg, data.meta)
         task.check_config(cfg, data.meta)
         if resume is not None:

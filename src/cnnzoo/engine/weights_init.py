@@ -103,10 +103,10 @@ def _init_from(model: nn.Module, path: str | Path, *, trust: bool, arch: str | N
             return f"initialised from {path} ({names}); {head}", list(loaded.adapted_keys)
     target = model.state_dict()
     names, renamed, matched, adapted = _best_match(source, target, arch)
-    if not matched:
+    heads = classifier_keys(model)
+    if not set(matched) - heads:  # a lone bias of the classifier's size is no fit
         what = f"it is a checkpoint of {source_model!r}" if source_model else "another architecture?"
         raise CnnzooError(f"model.init_from: no tensor of {path} fits this model ({what})")
-    heads = classifier_keys(model)
     source_classes = list(about.get("classes") or (about.get("meta") or {}).get("classes") or [])
     other_classes = bool(classes) and bool(source_classes) and list(classes) != source_classes
     if other_classes:
@@ -124,7 +124,7 @@ def _init_from(model: nn.Module, path: str | Path, *, trust: bool, arch: str | N
         same = "the same classes" if source_classes else "the same number of classes"
         report += f"; classifier loaded ({same})"
     elif heads:
-        report += "; classifier left fresh (another number of classes)"
+        report += f"; kept fresh: {', '.join(k for k in target if k in heads)} (the classifier, for another number of classes)"
     if [k for k in fresh if k not in heads]:
         report += f"; left random (--allow-partial): {_modules(k for k in fresh if k not in heads)}"
     if unused:
