@@ -44,8 +44,8 @@ REPO = Path(__file__).resolve().parents[1]
 CIFAR_JPEG = REPO.parent / "shared" / "data" / "cifar10-jpg.tar.gz"
 
 # airbench94's hyperparameters (lr and weight decay per 1024 examples of a summed loss)
-HYP = dict(lr=11.5, momentum=0.85, weight_decay=0.0153, bias_scaler=64.0, label_smoothing=0.2, whiten_bias_epochs=3,
-           translate=2, lookahead_every=5, warmup=0.23, start=0.2, end=0.07, widths=(64, 256, 256), bn_momentum=0.4)
+HYP = {"lr": 11.5, "momentum": 0.85, "weight_decay": 0.0153, "bias_scaler": 64.0, "label_smoothing": 0.2, "whiten_bias_epochs": 3,
+           "translate": 2, "lookahead_every": 5, "warmup": 0.23, "start": 0.2, "end": 0.07, "widths": (64, 256, 256), "bn_momentum": 0.4}
 
 
 # ---------------------------------------------------------------------------- the plain-PyTorch reference
@@ -129,8 +129,8 @@ def reference_run(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Te
     wd = HYP["weight_decay"] / HYP["lr"]
     norms = [p for m in model.modules() if isinstance(m, nn.BatchNorm2d) for p in m.parameters() if p.requires_grad]
     others = [p for p in model.parameters() if p.requires_grad and all(p is not q for q in norms)]
-    opt = torch.optim.SGD([dict(params=others, lr=lr, weight_decay=wd),
-                           dict(params=norms, lr=lr * HYP["bias_scaler"], weight_decay=wd / HYP["bias_scaler"])],
+    opt = torch.optim.SGD([{"params": others, "lr": lr, "weight_decay": wd},
+                           {"params": norms, "lr": lr * HYP["bias_scaler"], "weight_decay": wd / HYP["bias_scaler"]}],
                           momentum=HYP["momentum"], nesterov=True)
     warm = max(1, math.floor(HYP["warmup"] * total))
 
@@ -307,7 +307,7 @@ def main(argv: list[str] | None = None) -> int:
         for impl, run in (runs if i % 2 == 0 else runs[::-1]):
             load = os.getloadavg()[0]
             acc, wall, cpu = timed(run)
-            results.append(dict(impl=impl, epochs=epochs, acc=acc, wall=wall, cpu=cpu, load=load))
+            results.append({"impl": impl, "epochs": epochs, "acc": acc, "wall": wall, "cpu": cpu, "load": load})
             print(f"{impl} {epochs} epoch(s): test {100 * acc:.2f}%, {wall:.1f} s wall, {cpu:.1f} s CPU "
                   f"(load {load:.2f})", file=sys.stderr)
             (out / "results.json").write_text(json.dumps(results, indent=1) + "\n")
