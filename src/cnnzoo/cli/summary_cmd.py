@@ -69,7 +69,10 @@ def build(args: argparse.Namespace, in_chans: int | None) -> tuple[nn.Module, tu
 
 
 def from_checkpoint(args: argparse.Namespace, ckpt: dict) -> tuple[nn.Module, tuple[int, ...]]:
+    from ..engine.checkpoint_schema import check_checkpoint
     from ..engine.inference import model_from_checkpoint
+
+    check_checkpoint(args.name, ckpt)  # what every reader of a training checkpoint checks
 
     given = [flag for flag, dest in BUILT_BY_THE_RUN.items() if getattr(args, dest)]
     if given:
