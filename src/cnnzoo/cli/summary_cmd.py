@@ -50,10 +50,7 @@ def build(args: argparse.Namespace, in_chans: int | None) -> tuple[nn.Module, tu
         from ..engine.checkpoint import load_checkpoint
 
         obj = load_checkpoint(args.name, required_keys=()) if Path(args.name).suffix != ".safetensors" else {}
-        if isinstance(obj, dict) and {"model_name", "config", "meta"} & set(obj):  # a training checkpoint
-            from ..engine.checkpoint_schema import check_checkpoint
-
-            check_checkpoint(args.name, obj)  # a damaged one is named, key by key
+        if isinstance(obj, dict) and {"model_name", "config", "meta"} <= set(obj):
             return from_checkpoint(args, obj)
         return from_weights_file(args, model_options(args, in_chans)), None
     options = model_options(args, in_chans)
