@@ -175,7 +175,7 @@ MALFORMED = {  # what the issue lists, each with the words the one-line refusal 
     "extra weight": (lambda c: c["model"].__setitem__("fc9.weight", torch.zeros(2)), "unexpected fc9.weight"),
     "wrong type": (lambda c: c["meta"].__setitem__("in_chans", "1"), "meta.in_chans should be a whole number"),
     "empty std": (lambda c: c["meta"].__setitem__("std", []), "meta.std should be a list of 1 values"),
-    "zero std": (lambda c: c["meta"].__setitem__("std", [0.0]), "meta.std[0] should be a finite number above 0"),
+    "zero std": (lambda c: c["meta"].__setitem__("std", [0.0]), r"meta\.std\[0\] should be a finite number above 0"),
     "short class list": (lambda c: [c["meta"].update(classes=list("abcde"), num_classes=5),
                                     c.update(classes=list("abcde"), num_classes=5)],
                          "but lenet5 with 5 classes"),
