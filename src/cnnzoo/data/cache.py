@@ -16,7 +16,7 @@ import hashlib
 import logging
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -86,8 +86,9 @@ def cache_path(cache_dir: str | Path | None, name: str, fingerprint: str, option
     return Path(cache_dir or default_cache_dir()) / f"{safe}-{key}.pt"
 
 
-def load_cache(path: Path) -> dict | None:
-    """The cached payload, or None when absent, stale in format or unreadable (then rebuilt)."""
+def load_cache(path: Path, check: Callable[[dict], str | None] | None = None) -> dict | None:
+    """The cached payload, or None when absent, stale in format or unreadable (then rebuilt).
+    `check` says what is wrong with a payload's form (default: a decoded dataset's)."""
     if not path.is_file():
         return None
     try:
@@ -97,7 +98,7 @@ def load_cache(path: Path) -> dict | None:
         return None
     if not isinstance(payload, dict) or payload.get("version") != CACHE_VERSION:
         return None
-    problem = payload_problem(payload)
+    problem = (check or payload_problem)(payload)
     if problem:  # loadable but not what cnnzoo writes (edited, or from a buggy version): decode again
         log.warning("ignoring malformed dataset cache %s (%s); it will be rebuilt", path, problem)
         return None

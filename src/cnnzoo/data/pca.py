@@ -44,13 +44,23 @@ def rgb_pca(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return values[order].clamp_min(0).float(), vectors[:, order].float()
 
 
+def _pca_problem(payload: dict) -> str | None:
+    """What is wrong with a cached colour PCA (3 eigenvalues, a 3 x 3 basis, finite), or None."""
+    vals, vecs = payload.get("eigvals"), payload.get("eigvecs")
+    if not (isinstance(vals, torch.Tensor) and isinstance(vecs, torch.Tensor)):
+        return "no eigenvalues and eigenvectors"
+    if vals.shape != (3,) or vecs.shape != (3, 3) or not (vals.isfinite().all() and vecs.isfinite().all()):
+        return f"eigenvalues {tuple(vals.shape)} and eigenvectors {tuple(vecs.shape)}, not (3,) and (3, 3) finite"
+    return None
+
+
 def cached_rgb_pca(images: torch.Tensor, *, fingerprint: str, options: dict[str, Any],
                    cache_dir: str | Path | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """`rgb_pca(images)`, read from / written to a small file beside the dataset cache, keyed by the
     dataset's `fingerprint` and the `options` that chose these training images (split, sizes)."""
     key = {**options, "kind": "rgb-pca", "shape": "x".join(map(str, images.shape))}
     path = cache_path(cache_dir or default_cache_dir(), "rgb-pca", fingerprint, key)
-    payload = load_cache(path)
+    payload = load_cache(path, check=_pca_problem)
     if payload is not None and {"eigvals", "eigvecs"} <= set(payload):
         return payload["eigvals"].clone(), payload["eigvecs"].clone()
     eigvals, eigvecs = rgb_pca(images)
