@@ -148,3 +148,20 @@ def test_a_task_plugs_in_from_a_test_file_alone(tmp_path):
     assert result.state.best["metric"] == "val_mae" and result.state.best["mode"] == "min"
     assert result.test["mae"] < 0.1  # mean brightness is about 0.3: it learned something
     assert evaluate_checkpoint(result.run_dir / "best.pt", progress=QUIET).metrics == result.test
+
+
+def test_a_probed_precision_is_kept_by_eval_and_resume(tmp_path, monkeypatch):
+    """On a CPU with bf16 hardware `amp: auto` probes; the run's checkpoints then name the choice,
+    so `cnnzoo eval` repeats the final test in bf16 rather than falling back to fp32."""
+    from cnnzoo.engine import amp_probe
+
+    monkeypatch.setattr(amp_probe, "cpu_bf16_hardware", lambda: "avx512_bf16")
+    monkeypatch.setattr(amp_probe, "probe_cpu_amp", lambda *a, **k: ("bf16", {}))
+    cfg = config_from_dict({"schedule": {"epochs": 1}, "data": {"cache_dir": str(tmp_path / "cache")},
+                            "runtime": {"out": str(tmp_path / "run"), "tensorboard": False, "amp": "auto"}})
+    result = train(cfg, progress=QUIET)
+    ckpt = torch.load(result.run_dir / "best.pt", weights_only=True)
+    assert ckpt["config"]["runtime"]["amp"] == "bf16"
+    assert evaluate_checkpoint(result.run_dir / "best.pt", progress=QUIET).metrics == result.test
+    in_fp32 = evaluate_checkpoint(result.run_dir / "best.pt", amp="off", progress=QUIET).metrics
+    assert in_fp32 != result.test and abs(in_fp32["acc"] - result.test["acc"]) < 0.05

@@ -289,10 +289,16 @@ def test_torch_files_are_checked_before_torch_reads_them(tmp_path):
     check_torch_file(real)  # what torch writes passes
 
 
-def test_the_image_limit_is_configurable(tmp_path, monkeypatch):
+def test_the_image_limit_is_configurable(tmp_path, monkeypatch, pillow_limit):
     path = tmp_path / "wide.png"
     Image.fromarray(np.zeros((10, 2000), np.uint8)).save(path)
     assert decode_image(str(path)).shape == (10, 2000, 1)
     monkeypatch.setenv("CNNZOO_MAX_IMAGE_MEGAPIXELS", "0.01")
     with pytest.raises(LimitError, match="2000x10 pixels"):
         decode_image(str(path))
+    assert Image.MAX_IMAGE_PIXELS == pillow_limit  # Pillow's global is the process's, not cnnzoo's to lower
+
+
+@pytest.fixture
+def pillow_limit():
+    return Image.MAX_IMAGE_PIXELS

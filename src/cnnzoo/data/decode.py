@@ -129,16 +129,22 @@ def resize_center_crop(arr: np.ndarray, size: int) -> np.ndarray:
 
 
 def _open(source: str | bytes) -> Image.Image:
-    """Pillow's open (the header only), with its decompression-bomb check at cnnzoo's limit."""
-    limit = max_image_pixels()
-    Image.MAX_IMAGE_PIXELS = limit  # Pillow warns above it and refuses above twice it; cnnzoo refuses above it
+    """Pillow's open (the header only), held to cnnzoo's pixel limit. Pillow's own global limit is
+    left as the caller set it: changing it here would change it for every other image the process opens."""
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # refused just below
-            return Image.open(io.BytesIO(source) if isinstance(source, bytes) else source)
-    except Image.DecompressionBombError as err:
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # cnnzoo's own check follows
+            img = Image.open(io.BytesIO(source) if isinstance(source, bytes) else source)
+    except Image.DecompressionBombError as err:  # Pillow refuses above twice its own limit
+        limit = max_image_pixels()
+        if Image.MAX_IMAGE_PIXELS is not None and limit > 2 * Image.MAX_IMAGE_PIXELS:
+            raise LimitError(f"{err} (Pillow's own limit, PIL.Image.MAX_IMAGE_PIXELS, is below cnnzoo's)") from None
         raise LimitError(f"more than the {limit / 1e6:g}-megapixel limit ({err}); raise CNNZOO_MAX_IMAGE_MEGAPIXELS "
                          "if the image is trusted") from None
+    check_image_size(*img.size)
+    return img
+
+
 _JPEG_SOI = b"\xff\xd8\xff"
 _FAST_COLOURS = {"YCbCr": ("RGB", 3), "RGB": ("RGB", 3), "Gray": ("GRAY", 1)}  # CMYK, YCCK: Pillow
 

@@ -120,11 +120,13 @@ def cached_choice(path: Path, key: str, compute: Callable[[], str]) -> tuple[str
 
 
 def choose_cpu_amp(runtime: Runtime, cfg: Config, model: nn.Module, input_size: tuple[int, ...],
-                   say: Callable[[str], None]) -> Runtime:
-    """`runtime` with bf16 autocast when `runtime.amp: auto` on a CPU with bf16 hardware and the
-    (cached) probe finds it faster for this model; otherwise `runtime` unchanged."""
+                   say: Callable[[str], None]) -> tuple[Runtime, Config]:
+    """(runtime, cfg) with bf16 autocast when `runtime.amp: auto` on a CPU with bf16 hardware and the
+    (cached) probe finds it faster for this model; otherwise both unchanged. After a probe, cfg's
+    runtime.amp names the choice ("bf16" or "off"): the checkpoints then carry it, so `cnnzoo eval`
+    repeats the final test in its precision and a resumed run keeps it whatever a new probe would say."""
     if runtime.device.type != "cpu" or cfg.runtime.amp != "auto" or cpu_bf16_hardware() is None:
-        return runtime
+        return runtime, cfg
     shape = (cfg.data.batch_size, *input_size)
     path = Path(cfg.data.cache_dir).expanduser() if cfg.data.cache_dir else default_cache_dir()
     key = probe_key(cfg.model.name, shape, runtime.channels_last)
@@ -132,4 +134,6 @@ def choose_cpu_amp(runtime: Runtime, cfg: Config, model: nn.Module, input_size: 
         model, shape, channels_last=runtime.channels_last)[0])
     say(f"precision: {choice} on this CPU ({'cached probe' if cached else 'probed'}: the faster of fp32 and bf16 "
         f"autocast for {cfg.model.name} at batch {cfg.data.batch_size})")
-    return dataclasses.replace(runtime, amp_dtype=torch.bfloat16 if choice == "bf16" else None)
+    bf16 = choice == "bf16"
+    pinned = dataclasses.replace(cfg, runtime=dataclasses.replace(cfg.runtime, amp="bf16" if bf16 else "off"))
+    return dataclasses.replace(runtime, amp_dtype=torch.bfloat16 if bf16 else None), pinned

@@ -66,7 +66,7 @@ class Evaluation:
 
 def evaluate_checkpoint(path: str | Path, *, data: str | None = None, split: str | None = None, tta: str | None = None,
                         crop_size: int | None = None, scales: Sequence[float] | None = None,
-                        sizes: Sequence[int] | None = None,
+                        sizes: Sequence[int] | None = None, amp: str | None = None,
                         batch_size: int | None = None, device: str | None = None, trust: bool = False,
                         image_size: int | None = None, out_dir: str | Path | None = None,
                         progress: Progress | None = None, ckpt: dict | None = None) -> Evaluation:
@@ -79,7 +79,7 @@ def evaluate_checkpoint(path: str | Path, *, data: str | None = None, split: str
     task = get_task(ckpt.get("task", "classify"))
     meta = DataMeta.from_dict(ckpt["meta"])
     cfg = _with_overrides(checkpoint_config(ckpt), tta=tta, crop_size=crop_size, scales=scales, sizes=sizes,
-                          eval_batch_size=batch_size, image_size=image_size)
+                          eval_batch_size=batch_size, image_size=image_size, amp=amp)
     runtime = Runtime.from_config(cfg.runtime, device)
     cfg = runtime.stamp(cfg)
     if data is None:
@@ -105,7 +105,8 @@ def check_data_found(spec: str) -> None:
                           "it with --data PATH")
 
 
-def _with_overrides(cfg: Config, *, tta, crop_size, scales, eval_batch_size, image_size, sizes=None) -> Config:
+def _with_overrides(cfg: Config, *, tta, crop_size, scales, eval_batch_size, image_size, sizes=None,
+                    amp=None) -> Config:
     def given(**values: Any) -> dict[str, Any]:
         return {k: v for k, v in values.items() if v is not None}
 
@@ -115,4 +116,5 @@ def _with_overrides(cfg: Config, *, tta, crop_size, scales, eval_batch_size, ima
                                                    scales=list(scales) if scales is not None else None,
                                                    sizes=list(sizes) if sizes is not None else None)),
         data=dataclasses.replace(cfg.data, **given(eval_batch_size=eval_batch_size, image_size=image_size)),
+        runtime=dataclasses.replace(cfg.runtime, **given(amp=amp)),
     )

@@ -107,7 +107,7 @@ def train(cfg: Config, *, resume: Resume | None = None, progress: Progress | Non
         freeze_whitened(model, cfg)
         dist.prepare(model, cfg)
         runtime.place(model)
-        runtime = choose_cpu_amp(runtime, cfg, model, data.meta.input_size, say)  # amp auto, CPUs with bf16 only
+        runtime, cfg = choose_cpu_amp(runtime, cfg, model, data.meta.input_size, note)  # amp auto, CPUs with bf16
         optimizer = build_optimizer(model, cfg.optim, batch_size=cfg.data.batch_size)
         steps_per_epoch = _steps_per_epoch(cfg, data)
         total = total_steps(cfg.schedule, steps_per_epoch)
