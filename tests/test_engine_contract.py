@@ -165,3 +165,21 @@ def test_a_probed_precision_is_kept_by_eval_and_resume(tmp_path, monkeypatch):
     assert evaluate_checkpoint(result.run_dir / "best.pt", progress=QUIET).metrics == result.test
     in_fp32 = evaluate_checkpoint(result.run_dir / "best.pt", amp="off", progress=QUIET).metrics
     assert in_fp32 != result.test and abs(in_fp32["acc"] - result.test["acc"]) < 0.05
+
+
+def test_the_final_test_and_eval_run_the_folded_model():
+    """BatchNorm folded into the convolutions (the fast inference path), same outputs within rounding."""
+    from types import SimpleNamespace
+
+    from cnnzoo.engine.evaluate import final_form
+    from cnnzoo.engine.runtime import Runtime
+
+    model = create_model("resnet20_cifar", num_classes=10).eval()
+    runtime = Runtime(torch.device("cpu"), None, channels_last=True)
+    folded = final_form(model, SimpleNamespace(input_size=(3, 32, 32)), runtime)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())  # a copy: the original is kept
+    x = torch.randn(4, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(folded(x), model(x), atol=1e-4, rtol=1e-4)
+    assert final_form(model, SimpleNamespace(input_size=(3, 32, 32)), runtime, fold_bn=False) is model

@@ -122,6 +122,19 @@ def test_predict_on_image_files(trained, digits, tmp_path):
     assert [p for _, p in rgb] == pytest.approx([p for _, p in grey])
 
 
+def test_predict_with_onnx_runtime_agrees_with_torch(trained, digits, tmp_path):
+    pytest.importorskip("onnxruntime", reason="the onnxruntime backend needs cnnzoo[export]")
+    _write_images(tmp_path / "imgs", digits)
+    by_torch = predict_files(trained.run_dir / "best.pt", [tmp_path / "imgs"], topk=3)
+    by_ort = predict_files(trained.run_dir / "best.pt", [tmp_path / "imgs"], topk=3, backend="onnxruntime")
+    assert [p.path for p in by_ort] == [p.path for p in by_torch]
+    for ort, eager in zip(by_ort, by_torch):
+        assert ort.top[0][0] == eager.top[0][0]
+        assert [p for _, p in ort.top] == pytest.approx([p for _, p in eager.top], abs=1e-4)
+    with pytest.raises(DataError, match="backend must be"):
+        predict_files(trained.run_dir / "best.pt", [tmp_path / "imgs"], backend="tensorrt")
+
+
 def test_predict_reports_unreadable_files_and_missing_paths(trained, tmp_path):
     (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
     [pred] = predict_files(trained.run_dir / "best.pt", [tmp_path / "broken.png"])

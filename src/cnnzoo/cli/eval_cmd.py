@@ -42,6 +42,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--image-size", type=int, help="resize the evaluated images to this size first")
     p.add_argument("--batch-size", type=int, help="default: the run's evaluation batch size")
     p.add_argument("--device", help="default: the run's device setting (auto: CUDA when there is one)")
+    p.add_argument("--no-fold-bn", action="store_true",
+                   help="keep BatchNorm layers separate (default: folded into the convolution before them, as the "
+                        "run's final test did; unfolded numbers differ from it in the last digits)")
     p.add_argument("--amp", choices=("auto", "off", "bf16", "fp16"),
                    help="autocast precision (default: the run's, as its final test used; off: fp32)")
     p.add_argument("--model", help="with --weights: the architecture; else refuse the checkpoint unless it holds it")
@@ -69,7 +72,8 @@ def run(args: argparse.Namespace) -> int:
     result = evaluate_checkpoint(source, data=args.data, split=args.split, tta=args.tta,
                                  crop_size=args.crop_size, scales=_scales(args.scales), sizes=_sizes(args.sizes),
                                  batch_size=args.batch_size,
-                                 device=args.device, amp=args.amp, image_size=args.image_size, ckpt=ckpt)
+                                 device=args.device, amp=args.amp, image_size=args.image_size, ckpt=ckpt,
+                                 fold_bn=not args.no_fold_bn)
     name = f"eval-{ckpt['model_name']}-{result.split}{suffix}" if args.weights else f"eval-{result.split}{suffix}"
     out = Path(args.out) if args.out else (Path("runs") if args.weights else Path(args.checkpoint).parent) / name
     result.files = result.report.write(out, result)

@@ -23,6 +23,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "their preprocessing and class names are used")
     p.add_argument("--topk", type=int, default=5, help="classes to show per image (default 5)")
     p.add_argument("--device", default="auto")
+    p.add_argument("--backend", choices=("torch", "onnxruntime"), default="torch",
+                   help="what runs the model: PyTorch (BatchNorm folded, channels_last), or ONNX Runtime on the CPU "
+                        "(exported in memory first; needs cnnzoo[export]; measured faster on CPUs, see docs/export.md)")
     p.add_argument("--trust-checkpoint", action="store_true",
                    help="allow pickled Python objects in the checkpoint (trusted files only)")
     add_format_argument(p, "the predictions (table: one row per image; csv: one row per image and rank; json: a "
@@ -49,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         checkpoint, inputs = args.inputs[0], args.inputs[1:]
     predictions = predict_files(checkpoint, inputs, topk=args.topk, device=args.device, trust=args.trust_checkpoint,
-                                ckpt=ckpt)
+                                ckpt=ckpt, backend=args.backend)
     readable = [p for p in predictions if not p.error]
     for pred in predictions:  # on stderr in every format, so stdout holds only the results
         if pred.error:

@@ -18,6 +18,7 @@ from torch import nn
 
 from ..data.datasets import missing_path
 from ..errors import CnnzooError
+from ..export.fuse import fast_inference_model
 from .config import Config
 from .inference import checkpoint_config, model_from_checkpoint, read_checkpoint
 from .progress import Progress
@@ -49,6 +50,17 @@ def evaluate(model: nn.Module, loader: Iterable, evaluator: Evaluator, runtime: 
     return {k: float(v) for k, v in evaluator.compute().items()}
 
 
+def final_form(model: nn.Module, meta: DataMeta, runtime: Runtime, *, fold_bn: bool = True) -> nn.Module:
+    """The model as the final test of a run and `cnnzoo eval` run it: an eval-mode copy with BatchNorm
+    folded into the convolutions before it (cnnzoo.export.fuse; one pass over each feature map
+    less, and TTA multiplies the saving), in the runtime's memory format. Both paths call this,
+    so they still agree bit for bit; validation during training uses the model as it trains."""
+    if not fold_bn:
+        return model
+    sample = torch.randn(2, *meta.input_size, generator=torch.Generator().manual_seed(0))
+    return fast_inference_model(model, sample, channels_last=runtime.channels_last)
+
+
 @dataclass
 class Evaluation:
     """The result of evaluating a checkpoint: its metrics and the task's detailed report
@@ -68,13 +80,15 @@ def evaluate_checkpoint(path: str | Path, *, data: str | None = None, split: str
                         crop_size: int | None = None, scales: Sequence[float] | None = None,
                         sizes: Sequence[int] | None = None, amp: str | None = None,
                         batch_size: int | None = None, device: str | None = None, trust: bool = False,
-                        image_size: int | None = None, out_dir: str | Path | None = None,
+                        image_size: int | None = None, out_dir: str | Path | None = None, fold_bn: bool = True,
                         progress: Progress | None = None, ckpt: dict | None = None) -> Evaluation:
     """Evaluate a training checkpoint with its task's evaluator. Settings left as None are the
     checkpoint's own (its test-time augmentation, evaluation batch size, precision and memory
     format), which is what makes the result equal the run's final test. `ckpt`: the checkpoint
     already read from `path`, so it is not read twice. `split` None: the task's default (for a
-    classifier, the test split where the data has one, otherwise all of it)."""
+    classifier, the test split where the data has one, otherwise all of it). `fold_bn` False: the
+    model with its BatchNorm layers as trained (numbers then differ from the final test's in the
+    last digits)."""
     ckpt = ckpt if ckpt is not None else read_checkpoint(path, trust=trust)
     task = get_task(ckpt.get("task", "classify"))
     meta = DataMeta.from_dict(ckpt["meta"])
@@ -87,7 +101,7 @@ def evaluate_checkpoint(path: str | Path, *, data: str | None = None, split: str
     chosen_split = {} if split is None else {"split": split}  # None: the task's own default
     loader, dataset, *chosen = task.build_eval_data(cfg, meta, runtime.device, dataset=data, **chosen_split)
     split = chosen[0] if chosen else split or "test"  # a task may say which split it chose by default
-    model = runtime.place(model_from_checkpoint(ckpt))
+    model = final_form(runtime.place(model_from_checkpoint(ckpt)), meta, runtime, fold_bn=fold_bn)
     evaluator = task.evaluator(cfg, meta, final=True)
     metrics = evaluate(model, loader, evaluator, runtime, progress or Progress("auto"), f"eval {split}")
     result = Evaluation(str(path), ckpt["model_name"], task.name, dataset, split, metrics, evaluator.report())

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from ..errors import DataError
+from ..export.formats import onnx_runtime_model
 from ..export.fuse import fast_inference_model
 from .inference import model_from_checkpoint, read_checkpoint
 from .runtime import resolve_device
@@ -61,11 +62,12 @@ def to_model_input(array: np.ndarray, in_chans: int, size: tuple[int, int]) -> t
 
 def predict_files(checkpoint: str | Path, inputs: Sequence[str | Path], *, topk: int = 5, batch_size: int = 64,
                   device: str = "auto", trust: bool = False, ckpt: dict | None = None,
-                  fast: bool = True) -> list[Prediction]:
+                  fast: bool = True, backend: str = "torch") -> list[Prediction]:
     """`ckpt`: the checkpoint already read (or published weights as one, engine.weights_init).
 
     `fast`: run the fast inference form (BatchNorm folded, channels_last; the same top-k, the
-    probabilities within ~1e-6); `inference_mode` always.
+    probabilities within ~1e-6); `inference_mode` always. `backend` "onnxruntime": that form
+    exported to ONNX in memory and run by ONNX Runtime on the CPU (cnnzoo[export]).
     """
     from ..data.decode import decode_image
     from ..data.transforms import normalize
@@ -78,9 +80,16 @@ def predict_files(checkpoint: str | Path, inputs: Sequence[str | Path], *, topk:
     model = model_from_checkpoint(ckpt, dev)
     prep, classes = ckpt["preprocessing"], list(ckpt["classes"])
     in_chans, size = int(prep["input_size"][0]), (int(prep["input_size"][1]), int(prep["input_size"][2]))
+    if backend not in ("torch", "onnxruntime"):
+        raise DataError(f"backend must be torch or onnxruntime, got {backend!r}")
+    if backend == "onnxruntime" and dev.type != "cpu":
+        raise DataError(f"the onnxruntime backend runs on the CPU; use --device cpu (not {dev})")
     if fast:  # BatchNorm folded into the convolutions, channels_last (cnnzoo.export.fuse)
         sample = torch.randn(1, in_chans, *size, generator=torch.Generator().manual_seed(0)).to(dev)
-        model = fast_inference_model(model, sample)
+        model = fast_inference_model(model, sample, channels_last=backend == "torch")
+    if backend == "onnxruntime":
+        model = onnx_runtime_model(model, (in_chans, *size))
+        fast = False  # ONNX Runtime takes plain NCHW arrays
     k = max(1, min(topk, len(classes)))
     results: list[Prediction] = []
     for start in range(0, len(files), batch_size):

@@ -38,7 +38,7 @@ from .averaging import WeightAverage
 from .checkpoint import CheckpointError
 from .config import Config, ConfigError, config_to_dict, validate
 from .distributed import Distributed, micro_batches, no_sync
-from .evaluate import evaluate
+from .evaluate import evaluate, final_form
 from .metrics import RunLog, RunningMean
 from .optim import build_optimizer, freeze_backbone, set_train_mode
 from .progress import Progress
@@ -198,7 +198,7 @@ def train(cfg: Config, *, resume: Resume | None = None, progress: Progress | Non
         # ---- test once, with the weights chosen on validation
         result = RunResult(run_dir, state)
         if data.test is not None:
-            result.test = _final_test(say, run, compiled, data, runtime, progress, stop=lambda: bool(stop.requested))
+            result.test = _final_test(say, run, data, runtime, progress, stop=lambda: bool(stop.requested))
             if stop.requested:  # the test was cut short: no numbers from part of the test set
                 return _stopped(note, stop, run, state, "test")
         else:
@@ -369,13 +369,14 @@ def _to_host(values: dict) -> dict[str, float]:
     return {k: fetched[k] if k in fetched else float(v) for k, v in values.items()}
 
 
-def _final_test(say, run: Run, model: nn.Module, data: TaskData, runtime: Runtime, progress: Progress,
+def _final_test(say, run: Run, data: TaskData, runtime: Runtime, progress: Progress,
                 stop) -> dict[str, float] | None:
     """The single look at the test set, with best.pt (chosen on validation) when there is one;
     None when a signal stopped it."""
     which, ckpt = run.dist.load_from_main(run.run_dir, ("best.pt", "last.pt"))
     run.model.load_state_dict(ckpt["model"])
     evaluator = run.dist.evaluator(run.task.evaluator(run.cfg, data.meta, final=True))
+    model = final_form(run.model, data.meta, runtime)  # as `cnnzoo eval` runs it, so the two agree exactly
     test = evaluate(model, data.test, evaluator, runtime, progress, "test", stop=stop)
     if stop():
         return None
