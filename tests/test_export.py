@@ -157,8 +157,14 @@ def export_both(name: str, tmp_path) -> None:
     size = _small_size(name)
     fast = fast_inference_model(model, torch.randn(1, *size), channels_last=False)
     for fmt, suffix in [("onnx", ".onnx"), ("exported", ".pt2")]:
-        report = export_model(fast, fmt, tmp_path / f"{name}{suffix}", input_size=size, reference=model, samples=2,
-                              onnx_exporter="torchscript")
+        try:  # the TorchScript-based ONNX exporter, ~10x quicker than the default one (dynamo)
+            report = export_model(fast, fmt, tmp_path / f"{name}{suffix}", input_size=size, reference=model,
+                                  samples=2, onnx_exporter="torchscript")
+        except ExportError as err:  # e.g. adaptive pooling to a size that does not divide the input
+            if "Unsupported: ONNX export" not in str(err):
+                raise
+            report = export_model(fast, fmt, tmp_path / f"{name}{suffix}", input_size=size, reference=model,
+                                  samples=2)  # what `cnnzoo export` uses
         assert report.max_abs_diff <= report.tolerance, report.summary()
 
 

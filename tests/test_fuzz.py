@@ -207,6 +207,14 @@ def test_each_malformed_checkpoint_is_one_line_naming_file_and_key(tmp_path, rea
         assert_handled(code, stderr)
 
 
+def test_a_checkpoint_naming_no_task_is_a_classifier(tmp_path, real_ckpt, image):
+    """Found by the long fuzz run: older checkpoints have no "task" key, and every reader defaults it."""
+    ckpt = copy.deepcopy(real_ckpt)
+    del ckpt["task"]
+    code, stderr = run_cli(reader_argv("predict", write(ckpt, tmp_path), image))
+    assert code == 0, stderr
+
+
 @pytest.mark.parametrize("case", list(RESUME_ONLY))
 def test_each_unrestorable_checkpoint_is_refused_by_resume(tmp_path, real_ckpt, image, case):
     edit, words = RESUME_ONLY[case]

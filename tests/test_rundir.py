@@ -54,9 +54,9 @@ def test_second_process_is_refused_and_a_killed_run_resumes(tmp_path):
             first.kill()
     reached = torch.load(run / "last.pt", weights_only=True)["epoch"]
     resumed = cnnzoo("--resume", str(run), "--epochs", str(reached + 1))  # the kernel released the dead run's lock
-    _, err = resumed.communicate(timeout=300)
+    out, err = resumed.communicate(timeout=300)
     assert resumed.returncode == 0, err
-    assert "resuming from" in err and torch.load(run / "last.pt", weights_only=True)["epoch"] == reached + 1
+    assert "resuming from" in out and torch.load(run / "last.pt", weights_only=True)["epoch"] == reached + 1
 
 
 def test_lock_refuses_in_process_and_is_released_on_exit(tmp_path):

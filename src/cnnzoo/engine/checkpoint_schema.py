@@ -169,8 +169,9 @@ def _check_config(c: _Check, ckpt: Mapping):
         c.fail("config", f"is refused: {err}")
     if cfg.model.name != ckpt["model_name"]:
         c.fail("config.model.name", f"{cfg.model.name!r} differs from model_name {ckpt['model_name']!r}")
-    if cfg.task != ckpt["task"]:
-        c.fail("config.task", f"{cfg.task!r} differs from task {ckpt['task']!r}")
+    task = ckpt.get("task", "classify")  # older checkpoints name no task: they are classifiers
+    if cfg.task != task:
+        c.fail("config.task", f"{cfg.task!r} differs from task {task!r}")
     return cfg
 
 

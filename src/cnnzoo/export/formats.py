@@ -27,14 +27,17 @@ import torch
 from torch import nn
 
 from ..errors import CnnzooError
+from .fuse import rounding_noise
 
 log = logging.getLogger(__name__)
 
 FORMATS = ("onnx", "torchscript", "exported")
 DEFAULT_OPSET = 18
 # |eager - exported| may be at most RTOL x the largest eager |logit| (and at least ATOL): fp32
-# kernels reorder sums differently (ONNX Runtime, folded BatchNorm), nothing more.
+# kernels reorder sums differently (ONNX Runtime, folded BatchNorm), nothing more; or, where the
+# model itself rounds worse, NOISE_FACTOR x its own float32 error (fuse.rounding_noise).
 RTOL, ATOL = 1e-4, 1e-4
+NOISE_FACTOR = 4
 
 
 class ExportError(CnnzooError):
@@ -243,11 +246,15 @@ def verify(reference: nn.Module, runner: Callable[[torch.Tensor], torch.Tensor],
            report: ExportReport, *, batch: int, rounds: int) -> None:
     """Fill `report` with max |diff| and top-1 agreement; raise ExportError beyond tolerance.
 
-    A top-1 disagreement counts only where the eager top-2 margin exceeds the tolerance
-    (a tie within rounding is no disagreement).
+    The tolerance is RTOL x the largest eager |logit| (at least ATOL), widened to NOISE_FACTOR x
+    the eager model's own float32 rounding error (against float64) where that is larger: deep
+    networks with unnormalised activations (random weights) amplify rounding far past 1e-4, and
+    an export cannot be closer to the model than PyTorch's own float32 is. A top-1 disagreement
+    counts only where the eager top-2 margin exceeds twice the tolerance (a tie within rounding
+    is no disagreement).
     """
     reference = reference.eval()
-    worst, scale, agree, count, real_flips = 0.0, 0.0, 0, 0, 0
+    worst, scale, margins = 0.0, 0.0, []
     for r in range(rounds):
         x = sample_inputs(input_size, batch, seed=100 + r)
         with torch.inference_mode():
@@ -255,20 +262,20 @@ def verify(reference: nn.Module, runner: Callable[[torch.Tensor], torch.Tensor],
         got = runner(x).float()
         if got.shape != want.shape:
             raise ExportError(f"the exported model gives shape {tuple(got.shape)}, eager {tuple(want.shape)}")
+        if r == 0:
+            first = x, want
         worst = max(worst, float((want - got).abs().max()))
         scale = max(scale, float(want.abs().max()))
-        if want.ndim == 2 and want.shape[1] > 1:
-            same = want.argmax(1) == got.argmax(1)
-            top2 = want.topk(2, dim=1).values
-            margin = top2[:, 0] - top2[:, 1]
-            agree += int(same.sum())
-            real_flips += int((~same & (margin > 2 * ATOL + RTOL * scale)).sum())
-        else:
-            agree += want.shape[0]
-        count += want.shape[0]
-    report.max_abs_diff, report.samples = worst, count
-    report.tolerance = max(ATOL, RTOL * scale)
-    report.top1_agreement = agree / count
+        classes = want.ndim == 2 and want.shape[1] > 1
+        same = want.argmax(1) == got.argmax(1) if classes else torch.ones(want.shape[0], dtype=torch.bool)
+        top2 = want.topk(2, dim=1).values if classes else None
+        margins += [(bool(s), float(top2[i, 0] - top2[i, 1]) if classes else 0.0) for i, s in enumerate(same)]
+    tolerance = max(ATOL, RTOL * scale)
+    if worst > tolerance:
+        tolerance = max(tolerance, NOISE_FACTOR * rounding_noise(reference, *first))
+    report.max_abs_diff, report.samples, report.tolerance = worst, len(margins), tolerance
+    report.top1_agreement = sum(same for same, _ in margins) / len(margins)
+    real_flips = sum(not same and margin > 2 * tolerance for same, margin in margins)
     if worst > report.tolerance or real_flips:
         raise ExportError(f"{report.format} export of {report.path} does not reproduce the eager model: "
                           f"max |diff| {worst:.3g} > tolerance {report.tolerance:.3g} or top-1 agreement "

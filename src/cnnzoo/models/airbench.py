@@ -29,6 +29,7 @@ from ..layers.head import linear_or_identity
 from ..layers.norm import ShiftOnlyBatchNorm2d
 from ..registry import Paper, build_model, register_model
 from .base import ZooModel
+from .features import chain_stages, children_path
 
 PAPER = Paper("94% on CIFAR-10 in 3.29 Seconds on a Single GPU", 2024, "2404.00498", "Jordan")
 
@@ -97,6 +98,7 @@ class AirbenchNet(ZooModel):
         self.num_features = chs
         self.num_classes = num_classes
         self.head = ScaledLinearHead(chs, num_classes, logit_scale)
+        self.feature_info = chain_stages([("whiten", self.whiten), *children_path(self.groups, "groups.")], in_chans)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.groups(self.whiten(x))
