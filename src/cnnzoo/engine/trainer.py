@@ -376,7 +376,11 @@ def _final_test(say, run: Run, data: TaskData, runtime: Runtime, progress: Progr
     which, ckpt = run.dist.load_from_main(run.run_dir, ("best.pt", "last.pt"))
     run.model.load_state_dict(ckpt["model"])
     evaluator = run.dist.evaluator(run.task.evaluator(run.cfg, data.meta, final=True))
-    model = final_form(run.model, data.meta, runtime)  # as `cnnzoo eval` runs it, so the two agree exactly
+    # a model built from the checkpoint, as `cnnzoo eval` builds it (so the two agree exactly), not a
+    # copy of run.model: under DDP its parameters hold the reducer's hooks, which cannot be copied
+    fresh = run.task.build_model(run.cfg, data.meta)
+    fresh.load_state_dict(ckpt["model"])
+    model = final_form(runtime.place(fresh), data.meta, runtime)
     test = evaluate(model, data.test, evaluator, runtime, progress, "test", stop=stop)
     if stop():
         return None
