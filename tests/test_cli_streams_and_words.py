@@ -152,6 +152,14 @@ def test_start_weights_are_checked_before_any_data(tmp_path):
     assert not (tmp_path / "runs").exists()
 
 
+def test_a_missing_dataset_path_is_refused_before_the_banner(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", "--data", "nowhere/images", "--out", "run"]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and "dataset path nowhere/images does not exist" in err
+    assert not (tmp_path / "run").exists()
+
+
 def test_run_directory_and_model_come_before_the_data(tmp_path, capsys, monkeypatch):
     """The first lines are said before the data is read; a run that fails there leaves no folder."""
     monkeypatch.chdir(tmp_path)

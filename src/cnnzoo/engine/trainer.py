@@ -30,7 +30,7 @@ from torch import nn
 from ..data.datasets import absolute_spec, missing_path
 from .._text import count
 from ..data import progress as data_progress
-from ..errors import CnnzooError
+from ..errors import CnnzooError, DataError
 from ..weights import resolve as resolve_weights
 from . import report
 from .amp_probe import choose_cpu_amp
@@ -81,6 +81,7 @@ def train(cfg: Config, *, resume: Resume | None = None, progress: Progress | Non
 
         # ---- what can be checked without the data, then the run directory: before any decoding
         _check_start_weights(cfg, resume)
+        _check_data_path(as_given, resume)
         run_dir = dist.on_main(lambda: _claim_before_data(held, cfg, resume))
         report.run_start(say, cfg, run_dir)
 
@@ -270,6 +271,13 @@ def _drop_if_unused(run_dir: Path, *, existed: bool) -> None:
     (run_dir / LOCK_NAME).unlink(missing_ok=True)
     with contextlib.suppress(OSError):
         run_dir.rmdir()
+
+
+def _check_data_path(cfg: Config, resume: Resume | None) -> None:
+    """A dataset given as a path that is not there: refused before the banner and the run directory."""
+    gone = missing_path(cfg.data.dataset)
+    if gone is not None and resume is None:  # a resume says more (check_data_present)
+        raise DataError(f"dataset path {gone} does not exist; check the path")
 
 
 def _check_start_weights(cfg: Config, resume: Resume | None) -> None:
