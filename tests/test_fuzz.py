@@ -179,6 +179,8 @@ MALFORMED = {  # what the issue lists, each with the words the one-line refusal 
     "short class list": (lambda c: [c["meta"].update(classes=list("abcde"), num_classes=5),
                                     c.update(classes=list("abcde"), num_classes=5)],
                          "but lenet5 with 5 classes"),
+    "tensor for a number": (lambda c: c["preprocessing"]["mean"].__setitem__(0, torch.zeros(3)),  # found by fuzzing
+                            r"preprocessing\.mean\[0\] should be a finite number, is tensor"),
     "config key": (lambda c: c["config"]["optim"].__setitem__("lr", "fast"), "optim.lr: expected a number"),
     "unknown model": (lambda c: c.__setitem__("model_name", "lenet99"), "is not a registered model"),
     "non-finite weight": (lambda c: next(iter(c["model"].values())).fill_(math.nan), "NaN or infinite"),

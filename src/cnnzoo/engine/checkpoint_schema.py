@@ -157,7 +157,8 @@ def _check_agrees(c: _Check, ckpt: Mapping, meta: DataMeta) -> None:
     prep = c.mapping(ckpt.get("preprocessing"), "preprocessing")
     for name, want in (("mean", meta.mean), ("std", meta.std), ("input_size", meta.input_size)):
         got = c.sequence(prep.get(name), f"preprocessing.{name}", len(want))
-        if [float(v) if isinstance(v, (int, float)) else v for v in got] != [float(v) for v in want]:
+        got = [c.number(v, f"preprocessing.{name}[{i}]") for i, v in enumerate(got)]
+        if got != [float(v) for v in want]:
             c.fail(f"preprocessing.{name}", f"{got} differs from meta.{name} {list(want)}")
 
 
