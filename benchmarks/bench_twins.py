@@ -12,10 +12,12 @@ import statistics
 import time
 
 import torch
-import torchvision
+from _references import torchvision_module
 from torch.utils import benchmark
 
 from cnnzoo import create_model
+
+torchvision = torchvision_module()
 
 TWINS = ["resnet18", "resnet50", "mobilenet_v2", "mobilenet_v3_large", "densenet121", "vgg11", "googlenet",
          "inception_v3", "resnext50_32x4d"]

@@ -17,6 +17,7 @@ import fnmatch
 from collections import Counter
 
 import torch
+from _references import timm_module, torchvision_module
 
 import cnnzoo
 
@@ -46,10 +47,8 @@ REFERENCES = {
 
 def build_reference(library: str, name: str, kwargs: dict) -> torch.nn.Module:
     if library == "torchvision":
-        import torchvision
-        return torchvision.models.get_model(name, weights=None, **kwargs)
-    import timm
-    return timm.create_model(name, pretrained=False, **kwargs)
+        return torchvision_module().models.get_model(name, weights=None, **kwargs)
+    return timm_module().create_model(name, pretrained=False, **kwargs)
 
 
 def shapes(model: torch.nn.Module) -> Counter:
