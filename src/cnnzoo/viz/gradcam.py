@@ -100,7 +100,9 @@ def _gradcam(model: nn.Module, images: torch.Tensor, layer: str, classes: Sequen
         if not isinstance(output, torch.Tensor) or output.dim() != 4:
             raise CnnzooError(f"layer {layer!r} outputs {_describe(output)}, not a 4-D feature map; "
                               "choose a convolutional layer")
-        kept["activation"] = output
+        # detached: `kept` is reached from the hook on `output`, so keeping `output` itself would make a
+        # cycle through its autograd graph that the garbage collector never frees (every activation)
+        kept["activation"] = output.detach()
         output.register_hook(lambda grad: kept.__setitem__("gradient", grad))
         # Later in-place operations (ReLU(inplace=True)) must not change the map we keep.
         return output.clone()
