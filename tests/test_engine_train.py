@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 
 import pytest
@@ -132,7 +133,10 @@ def test_run_directory_contents(run):
     cfg, result, _ = run
     d = result.run_dir
     assert {"config.yaml", "metrics.csv", "last.pt", "best.pt", "test_metrics.json"} <= {p.name for p in d.iterdir()}
-    assert config_from_dict(yaml.safe_load((d / "config.yaml").read_text())) == cfg
+    saved = config_from_dict(yaml.safe_load((d / "config.yaml").read_text()))
+    # amp "auto" on a CPU with bf16 hardware is stored as what the probe chose (engine.amp_probe)
+    assert saved.runtime.amp == cfg.runtime.amp or (cfg.runtime.amp == "auto" and saved.runtime.amp in ("off", "bf16"))
+    assert dataclasses.replace(saved, runtime=dataclasses.replace(saved.runtime, amp=cfg.runtime.amp)) == cfg
     rows = list(csv.DictReader(open(d / "metrics.csv")))
     assert [int(r["epoch"]) for r in rows] == [1, 2, 3, 4, 5]
     assert {"train_loss", "train_acc", "val_loss", "val_acc", "lr", "time"} <= set(rows[0])

@@ -139,6 +139,17 @@ def missing_path(spec: str) -> Path | None:
     return path if path is not None and not path.exists() else None
 
 
+def check_spec_names_something(spec: str) -> None:
+    """The loader's refusal of a spec that names nothing (an unknown dataset name, a path that is
+    not there), in its words, without reading any file: for commands to say it before they start."""
+    gone = missing_path(spec)
+    if gone is None:
+        return
+    if "/" not in spec and "." not in spec and ":" not in spec:
+        raise _unknown(spec)
+    raise DataError(f"dataset path {gone} does not exist; check the path or use one of {', '.join(NAMES)}")
+
+
 def dataset_fingerprint(spec: str, *, cache_dir: str | Path | None = None, download: bool = False) -> str:
     """The fingerprint `load_dataset(spec)` would give, without decoding anything (a checkpoint's
     stored fingerprint tells whether data given for evaluation is the run's own, moved or not)."""

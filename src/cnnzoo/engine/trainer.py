@@ -27,10 +27,10 @@ import torch
 import yaml
 from torch import nn
 
-from ..data.datasets import absolute_spec, missing_path
+from ..data.datasets import absolute_spec, check_spec_names_something, missing_path
 from .._text import count
 from ..data import progress as data_progress
-from ..errors import CnnzooError, DataError
+from ..errors import CnnzooError
 from ..weights import resolve as resolve_weights
 from . import report
 from .amp_probe import choose_cpu_amp
@@ -274,10 +274,10 @@ def _drop_if_unused(run_dir: Path, *, existed: bool) -> None:
 
 
 def _check_data_path(cfg: Config, resume: Resume | None) -> None:
-    """A dataset given as a path that is not there: refused before the banner and the run directory."""
-    gone = missing_path(cfg.data.dataset)
-    if gone is not None and resume is None:  # a resume says more (check_data_present)
-        raise DataError(f"dataset path {gone} does not exist; check the path")
+    """A dataset that names nothing (a path that is not there, an unknown name): refused before the
+    banner and the run directory."""
+    if resume is None:  # a resume says more (check_data_present)
+        check_spec_names_something(cfg.data.dataset)
 
 
 def _check_start_weights(cfg: Config, resume: Resume | None) -> None:
