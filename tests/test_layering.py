@@ -2,7 +2,7 @@
 
 Layers, lowest first (a module may import its own package and anything in a lower layer, at
 module level or inside a function alike):
-    errors, _version, _files, _limits, _text, registry  <  layers  <  models  <  data, analysis, weights, export  <  engine
+    errors, _version, _files, _limits, _text, _cpu, registry  <  layers  <  models  <  data, analysis, weights, export  <  engine
     <  tasks  <  viz  <  cli
 The package's own `__init__` is the façade above them all: it imports the model families and
 the tasks so that they register themselves.
@@ -19,7 +19,7 @@ from conftest import REPO_ROOT
 
 SRC = REPO_ROOT / "src" / "cnnzoo"
 LAYERS = [
-    {"errors", "_version", "_files", "_limits", "_text", "registry"},
+    {"errors", "_version", "_files", "_limits", "_text", "_cpu", "registry"},
     {"layers"},
     {"models"},
     {"data", "analysis", "weights", "export"},

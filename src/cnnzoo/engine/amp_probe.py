@@ -6,7 +6,7 @@ against fp32 channels-last. So `runtime.amp: auto` on such a CPU times a few tra
 the actual model at the actual batch shape in both precisions and keeps the faster; the answer
 is cached (keyed by CPU, torch version, model, input shape, batch, threads and memory format)
 so only the first run of a setting pays for the probe. CPUs without bf16 hardware are never
-probed: fp32 wins there by a wide margin (see `runtime.cpu_bf16_hardware`).
+probed: fp32 wins there by a wide margin (see `cnnzoo._cpu.cpu_bf16_hardware`).
 """
 
 from __future__ import annotations
@@ -25,10 +25,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from .._cpu import cpu_bf16_hardware
 from .._files import temporary_for
 from ..data.cache import default_cache_dir
 from .config import Config
-from .runtime import Runtime, cpu_bf16_hardware
+from .runtime import Runtime
 
 Timer = Callable[[], float]
 

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .._cpu import cpu_bf16_hardware
 from .config import Config, ConfigError, RuntimeConfig
 
 log = logging.getLogger(__name__)
@@ -58,18 +59,6 @@ def keep_freed_memory(trim_bytes: int = 1 << 30) -> bool:
         return bool(libc.mallopt(M_MMAP_MAX, 0)) and bool(libc.mallopt(M_TRIM_THRESHOLD, int(trim_bytes)))
     except (OSError, AttributeError):
         return False
-
-
-def cpu_bf16_hardware() -> str | None:
-    """The CPU feature that runs bf16 convolutions and matmuls natively ("AMX" or "avx512_bf16"),
-    or None: then oneDNN falls back to reference kernels, measured 7-11x slower than fp32 on an
-    AVX2-only Zen 3 (issue 18)."""
-    cpu = getattr(torch, "cpu", None)
-    for name, probe in (("AMX", "_is_amx_tile_supported"), ("avx512_bf16", "_is_avx512_bf16_supported")):
-        check = getattr(cpu, probe, None)
-        if check is not None and check():
-            return name
-    return None
 
 
 def warn_slow_cpu_bf16(amp: str, device: torch.device) -> None:

@@ -22,8 +22,9 @@ import torch
 from torch import nn
 from torch.utils import benchmark
 
+from .._cpu import cpu_bf16_hardware
 from ..errors import CnnzooError
-from .fuse import bf16_is_fast, fast_inference_model
+from .fuse import fast_inference_model
 
 log = logging.getLogger(__name__)
 
@@ -128,7 +129,7 @@ def bench_model(name: str, model: nn.Module, *, settings: Sequence[str], batch: 
         if skipped:
             log.info("training steps run in PyTorch only: %s skipped", ", ".join(skipped))
         settings = [s for s in settings if s in TRAIN_SETTINGS]
-    if "bf16" in settings and not bf16_is_fast():
+    if "bf16" in settings and cpu_bf16_hardware() is None:
         log.warning("this CPU has no native bf16 (AVX512-BF16/AMX): bf16 runs emulated and slow")
     model = model.eval()
     x = torch.randn(batch, *input_size, generator=torch.Generator().manual_seed(0))

@@ -223,6 +223,9 @@ class OnnxRuntimeModel:
         options = ort.SessionOptions()
         if threads:
             options.intra_op_num_threads = threads
+        # no spin-waiting between calls: spinning threads take the cores from whatever runs next
+        # (PyTorch, timed side by side in `cnnzoo bench`; other users of a shared machine)
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         source = path_or_bytes if isinstance(path_or_bytes, bytes) else str(path_or_bytes)
         self.session = ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
         self.input_name = self.session.get_inputs()[0].name

@@ -115,10 +115,3 @@ def fast_inference_model(model: nn.Module, sample: torch.Tensor, *, fold_bn: boo
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     return model
-
-
-def bf16_is_fast() -> bool:
-    """True where the CPU has native bf16 arithmetic (AVX512-BF16 / AMX); on AVX2-only CPUs
-    bf16 convolutions are emulated and run 7-11x slower than fp32, so they are never chosen."""
-    is_supported = getattr(torch.cpu, "_is_avx512_bf16_supported", None)
-    return bool(is_supported and is_supported())
