@@ -135,6 +135,30 @@ def test_predict_with_onnx_runtime_agrees_with_torch(trained, digits, tmp_path):
         predict_files(trained.run_dir / "best.pt", [tmp_path / "imgs"], backend="tensorrt")
 
 
+def test_eval_with_onnx_runtime_agrees_with_torch(trained):
+    pytest.importorskip("onnxruntime", reason="the onnxruntime backend needs cnnzoo[export]")
+    best = trained.run_dir / "best.pt"
+    for tta in ("none", "hflip"):
+        by_torch = evaluate_checkpoint(best, tta=tta, progress=QUIET).metrics
+        by_ort = evaluate_checkpoint(best, tta=tta, backend="onnxruntime", progress=QUIET).metrics
+        assert by_ort["acc"] == pytest.approx(by_torch["acc"], abs=1 / 359)  # a tie may flip at most one image
+        assert by_ort["loss"] == pytest.approx(by_torch["loss"], rel=1e-4)
+    with pytest.raises(CnnzooError, match="reads the network's feature maps"):
+        evaluate_checkpoint(best, tta="dense", backend="onnxruntime", progress=QUIET)
+
+
+def test_onnx_runtime_form_takes_other_sizes_where_the_model_does():
+    pytest.importorskip("onnxruntime", reason="the onnxruntime backend needs cnnzoo[export]")
+    from cnnzoo import create_model
+    from cnnzoo.export.formats import onnx_runtime_model
+
+    model = create_model("resnet20_cifar").eval()
+    ort = onnx_runtime_model(model, (3, 32, 32), any_size=True)
+    x = torch.randn(3, 3, 24, 40)  # another batch, height and width (a ten-crop view, a rescaled image)
+    with torch.no_grad():
+        torch.testing.assert_close(ort(x), model(x), atol=1e-4, rtol=1e-4)
+
+
 def test_predict_reports_unreadable_files_and_missing_paths(trained, tmp_path):
     (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
     [pred] = predict_files(trained.run_dir / "best.pt", [tmp_path / "broken.png"])

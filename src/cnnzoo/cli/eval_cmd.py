@@ -45,6 +45,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--no-fold-bn", action="store_true",
                    help="keep BatchNorm layers separate (default: folded into the convolution before them, as the "
                         "run's final test did; unfolded numbers differ from it in the last digits)")
+    p.add_argument("--backend", choices=("torch", "onnxruntime"), default="torch",
+                   help="what runs the model: PyTorch, or ONNX Runtime on the CPU (exported in memory first; needs "
+                        "cnnzoo[export]; not with the whole-image --tta modes)")
     p.add_argument("--amp", choices=("auto", "off", "bf16", "fp16"),
                    help="autocast precision (default: the run's, as its final test used; off: fp32)")
     p.add_argument("--model", help="with --weights: the architecture; else refuse the checkpoint unless it holds it")
@@ -73,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
                                  crop_size=args.crop_size, scales=_scales(args.scales), sizes=_sizes(args.sizes),
                                  batch_size=args.batch_size,
                                  device=args.device, amp=args.amp, image_size=args.image_size, ckpt=ckpt,
-                                 fold_bn=not args.no_fold_bn)
+                                 fold_bn=not args.no_fold_bn, backend=args.backend)
     name = f"eval-{ckpt['model_name']}-{result.split}{suffix}" if args.weights else f"eval-{result.split}{suffix}"
     out = Path(args.out) if args.out else (Path("runs") if args.weights else Path(args.checkpoint).parent) / name
     result.files = result.report.write(out, result)

@@ -154,7 +154,7 @@ class RegularizationConfig:
 class RuntimeConfig:
     device: str = resumable("auto")  # auto, cpu, cuda, cuda:N, mps
     threads: int | None = resumable(None)  # intra-op CPU threads (None: as set; the CLI: the CPUs it may use)
-    amp: Literal["auto", "off", "bf16", "fp16"] = resumable("auto")  # auto: bf16 (or fp16) on CUDA, off on CPU
+    amp: Literal["auto", "off", "bf16", "fp16"] = resumable("auto")  # CUDA: bf16 (fp16); CPU: fp32 or probed bf16
     channels_last: bool | None = resumable(None)  # None: on for CUDA and the CPU (measured faster there), off for MPS
     compile: bool = resumable(False)
     seed: int = 0

@@ -18,12 +18,14 @@ from torch import nn
 
 from ..data.datasets import missing_path
 from ..errors import CnnzooError
+from ..export.formats import onnx_runtime_model
 from ..export.fuse import fast_inference_model
 from .config import Config
 from .inference import checkpoint_config, model_from_checkpoint, read_checkpoint
 from .progress import Progress
 from .runtime import Runtime
 from .task import DataMeta, Evaluator, get_task
+from .tta import WHOLE_IMAGE_MODES
 
 
 def run_evaluator(model: nn.Module, loader: Iterable, evaluator: Evaluator, runtime: Runtime, progress: Progress,
@@ -48,6 +50,18 @@ def evaluate(model: nn.Module, loader: Iterable, evaluator: Evaluator, runtime: 
     """The metrics of `evaluator` over `loader`, as floats."""
     evaluator = run_evaluator(model, loader, evaluator, runtime, progress, desc, stop=stop)
     return {k: float(v) for k, v in evaluator.compute().items()}
+
+
+def onnx_runtime_form(model: nn.Module, cfg: Config, meta: DataMeta, runtime: Runtime) -> nn.Module:
+    """`model` (already in its final form) exported to ONNX in memory and run by ONNX Runtime, for
+    `cnnzoo eval --backend onnxruntime`: on the CPU, and not for the whole-image tests, which read
+    the network's feature maps rather than its output."""
+    if runtime.device.type != "cpu":
+        raise CnnzooError(f"--backend onnxruntime runs on the CPU; use --device cpu (not {runtime.device})")
+    if cfg.eval.tta in WHOLE_IMAGE_MODES:
+        raise CnnzooError(f"--backend onnxruntime: --tta {cfg.eval.tta} reads the network's feature maps, which an "
+                          "exported model does not give; use the torch backend for it")
+    return onnx_runtime_model(model, meta.input_size, runtime.threads, any_size=True)
 
 
 def final_form(model: nn.Module, meta: DataMeta, runtime: Runtime, *, fold_bn: bool = True) -> nn.Module:
@@ -81,6 +95,7 @@ def evaluate_checkpoint(path: str | Path, *, data: str | None = None, split: str
                         sizes: Sequence[int] | None = None, amp: str | None = None,
                         batch_size: int | None = None, device: str | None = None, trust: bool = False,
                         image_size: int | None = None, out_dir: str | Path | None = None, fold_bn: bool = True,
+                        backend: str = "torch",
                         progress: Progress | None = None, ckpt: dict | None = None) -> Evaluation:
     """Evaluate a training checkpoint with its task's evaluator. Settings left as None are the
     checkpoint's own (its test-time augmentation, evaluation batch size, precision and memory
@@ -88,7 +103,7 @@ def evaluate_checkpoint(path: str | Path, *, data: str | None = None, split: str
     already read from `path`, so it is not read twice. `split` None: the task's default (for a
     classifier, the test split where the data has one, otherwise all of it). `fold_bn` False: the
     model with its BatchNorm layers as trained (numbers then differ from the final test's in the
-    last digits)."""
+    last digits). `backend` "onnxruntime": that model run by ONNX Runtime (cnnzoo[export])."""
     ckpt = ckpt if ckpt is not None else read_checkpoint(path, trust=trust)
     task = get_task(ckpt.get("task", "classify"))
     meta = DataMeta.from_dict(ckpt["meta"])
@@ -102,6 +117,8 @@ def evaluate_checkpoint(path: str | Path, *, data: str | None = None, split: str
     loader, dataset, *chosen = task.build_eval_data(cfg, meta, runtime.device, dataset=data, **chosen_split)
     split = chosen[0] if chosen else split or "test"  # a task may say which split it chose by default
     model = final_form(runtime.place(model_from_checkpoint(ckpt)), meta, runtime, fold_bn=fold_bn)
+    if backend == "onnxruntime":
+        model = onnx_runtime_form(model, cfg, meta, runtime)
     evaluator = task.evaluator(cfg, meta, final=True)
     metrics = evaluate(model, loader, evaluator, runtime, progress or Progress("auto"), f"eval {split}")
     result = Evaluation(str(path), ckpt["model_name"], task.name, dataset, split, metrics, evaluator.report())

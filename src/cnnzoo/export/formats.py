@@ -209,13 +209,15 @@ def read_metadata(fmt: str, path: str | Path) -> dict[str, str]:
     return json.loads(extra["cnnzoo.json"] or "{}")
 
 
-class OnnxRuntimeModel:
-    """An ONNX model run by ONNX Runtime's CPU provider, called like a module on torch tensors.
+class OnnxRuntimeModel(nn.Module):
+    """An ONNX model run by ONNX Runtime's CPU provider, called like a module on torch tensors (a
+    module without parameters, so code that switches eval/train mode or moves models takes it).
 
     `threads` sets ONNX Runtime's intra-op pool (default: its own choice, all cores).
     """
 
     def __init__(self, path_or_bytes: str | Path | bytes, threads: int | None = None):
+        super().__init__()
         try:
             import onnxruntime as ort
         except ImportError:
@@ -230,18 +232,29 @@ class OnnxRuntimeModel:
         self.session = ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
         self.input_name = self.session.get_inputs()[0].name
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         array = x.detach().to(torch.float32).contiguous().cpu().numpy()
-        return torch.from_numpy(self.session.run(None, {self.input_name: array})[0])
+        return torch.from_numpy(self.session.run(None, {self.input_name: array})[0]).to(x.device)
 
 
-def onnx_runtime_model(model: nn.Module, input_size: Sequence[int], threads: int | None = None) -> OnnxRuntimeModel:
-    """`model` exported to ONNX in memory (dynamic batch) and opened in ONNX Runtime."""
+def onnx_runtime_model(model: nn.Module, input_size: Sequence[int], threads: int | None = None, *,
+                       any_size: bool = False) -> OnnxRuntimeModel:
+    """`model` exported to ONNX in memory (dynamic batch) and opened in ONNX Runtime. `any_size`:
+    height and width dynamic too (test-time augmentation at other sizes), where the model allows
+    it; a model whose graph fixes its input size (LeNet-5's classifier) is exported at that size."""
     example = sample_inputs(input_size, 2)
-    shapes = ({0: torch.export.Dim("batch", min=1, max=4096)},)
-    with _quiet():
-        program = torch.onnx.export(model.eval(), (example,), dynamo=True, opset_version=DEFAULT_OPSET,
-                                    input_names=["input"], output_names=["logits"], dynamic_shapes=shapes)
+    batch = {0: torch.export.Dim("batch", min=1, max=4096)}
+    spatial = {2: torch.export.Dim("height", min=8, max=4096), 3: torch.export.Dim("width", min=8, max=4096)}
+    for shapes in ([{**batch, **spatial}] if any_size else []) + [batch]:
+        try:
+            with _quiet():
+                program = torch.onnx.export(model.eval(), (example,), dynamo=True, opset_version=DEFAULT_OPSET,
+                                            input_names=["input"], output_names=["logits"], dynamic_shapes=(shapes,))
+            break
+        except Exception as err:  # the exporter raises many types; the fixed-size export is the fallback
+            if shapes is batch:
+                raise ExportError(f"ONNX export for ONNX Runtime failed: {type(err).__name__}: "
+                                  f"{_first_line(err)}") from err
     return OnnxRuntimeModel(program.model_proto.SerializeToString(), threads)
 
 
