@@ -142,6 +142,8 @@ class Distributed:
             dist.init_process_group("gloo", timeout=timeout)
         try:
             yield self
+            with contextlib.suppress(Exception):  # all processes leave together: a gloo group torn down while
+                dist.barrier()                      # a peer still talks to it can abort the process at exit
         finally:
             with contextlib.suppress(Exception):  # a group broken by a dead peer may refuse a clean exit
                 dist.destroy_process_group()
