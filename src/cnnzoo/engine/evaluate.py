@@ -104,6 +104,8 @@ def evaluate_checkpoint(path: str | Path, *, data: str | None = None, split: str
     classifier, the test split where the data has one, otherwise all of it). `fold_bn` False: the
     model with its BatchNorm layers as trained (numbers then differ from the final test's in the
     last digits). `backend` "onnxruntime": that model run by ONNX Runtime (cnnzoo[export])."""
+    if backend not in ("torch", "onnxruntime"):
+        raise CnnzooError(f"backend must be torch or onnxruntime, got {backend!r}")
     ckpt = ckpt if ckpt is not None else read_checkpoint(path, trust=trust)
     task = get_task(ckpt.get("task", "classify"))
     meta = DataMeta.from_dict(ckpt["meta"])
