@@ -145,6 +145,8 @@ def test_eval_with_onnx_runtime_agrees_with_torch(trained):
         assert by_ort["loss"] == pytest.approx(by_torch["loss"], rel=1e-4)
     with pytest.raises(CnnzooError, match="reads the network's feature maps"):
         evaluate_checkpoint(best, tta="dense", backend="onnxruntime", progress=QUIET)
+    with pytest.raises(CnnzooError, match="backend must be torch or onnxruntime"):
+        evaluate_checkpoint(best, backend="tensorrt", progress=QUIET)
 
 
 def test_onnx_runtime_form_takes_other_sizes_where_the_model_does():
