@@ -14,6 +14,7 @@ from .._text import count
 from ..engine.config import check_image_size
 from ..engine.tta import TTA_MODES
 from ..errors import CnnzooError
+from ..export.formats import BACKENDS
 from .table import add_format_argument, format_csv, format_json, format_table
 
 
@@ -45,7 +46,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--no-fold-bn", action="store_true",
                    help="keep BatchNorm layers separate (default: folded into the convolution before them, as the "
                         "run's final test did; unfolded numbers differ from it in the last digits)")
-    p.add_argument("--backend", choices=("torch", "onnxruntime"), default="torch",
+    p.add_argument("--backend", choices=BACKENDS, default="torch",
                    help="what runs the model: PyTorch, or ONNX Runtime on the CPU (exported in memory first; needs "
                         "cnnzoo[export]; not with the whole-image --tta modes)")
     p.add_argument("--amp", choices=("auto", "off", "bf16", "fp16"),

@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from .._text import count
+from ..export.formats import BACKENDS
 from .table import add_format_argument, format_csv, format_json, format_table
 
 
@@ -23,7 +24,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "their preprocessing and class names are used")
     p.add_argument("--topk", type=int, default=5, help="classes to show per image (default 5)")
     p.add_argument("--device", default="auto")
-    p.add_argument("--backend", choices=("torch", "onnxruntime"), default="torch",
+    p.add_argument("--backend", choices=BACKENDS, default="torch",
                    help="what runs the model: PyTorch (BatchNorm folded, channels_last), or ONNX Runtime on the CPU "
                         "(exported in memory first; needs cnnzoo[export]; measured faster on CPUs, see docs/export.md)")
     p.add_argument("--trust-checkpoint", action="store_true",

@@ -82,11 +82,16 @@ def _named_cifar(name: str, path: Path | None, root: Path, download: bool) -> So
     return Source("cifar", name, found, spec)
 
 
+def _nothing_at(path: Path, spec: str, *, may_be_a_name: bool) -> DataError:
+    """The refusal of a spec whose path is not there; a bare word is taken for a mistyped dataset name."""
+    if may_be_a_name and "/" not in spec and "." not in spec:
+        return _unknown(spec)
+    return DataError(f"dataset path {path} does not exist; check the path or use one of {', '.join(NAMES)}")
+
+
 def _from_path(path: Path, spec: str) -> Source:
     if not path.exists():
-        if "/" not in spec and "." not in spec:
-            raise _unknown(spec)
-        raise DataError(f"dataset path {path} does not exist; check the path or use one of {', '.join(NAMES)}")
+        raise _nothing_at(path, spec, may_be_a_name=True)
     if not (path.is_dir() or path.is_file()):  # a device or a FIFO would be read forever
         raise DataError(f"{path} is not a regular file or folder; give a folder or an archive of images")
     if (cspec := cifar.detect(path)) is not None:
@@ -143,11 +148,8 @@ def check_spec_names_something(spec: str) -> None:
     """The loader's refusal of a spec that names nothing (an unknown dataset name, a path that is
     not there), in its words, without reading any file: for commands to say it before they start."""
     gone = missing_path(spec)
-    if gone is None:
-        return
-    if "/" not in spec and "." not in spec and ":" not in spec:
-        raise _unknown(spec)
-    raise DataError(f"dataset path {gone} does not exist; check the path or use one of {', '.join(NAMES)}")
+    if gone is not None:  # `name:path` names its path: never a mistyped name
+        raise _nothing_at(gone, spec, may_be_a_name=":" not in spec)
 
 
 def dataset_fingerprint(spec: str, *, cache_dir: str | Path | None = None, download: bool = False) -> str:

@@ -18,7 +18,7 @@ from torch import nn
 
 from ..data.datasets import missing_path
 from ..errors import CnnzooError
-from ..export.formats import onnx_runtime_model
+from ..export.formats import check_backend, onnx_runtime_model
 from ..export.fuse import fast_inference_model
 from .config import Config
 from .inference import checkpoint_config, model_from_checkpoint, read_checkpoint
@@ -54,10 +54,8 @@ def evaluate(model: nn.Module, loader: Iterable, evaluator: Evaluator, runtime: 
 
 def onnx_runtime_form(model: nn.Module, cfg: Config, meta: DataMeta, runtime: Runtime) -> nn.Module:
     """`model` (already in its final form) exported to ONNX in memory and run by ONNX Runtime, for
-    `cnnzoo eval --backend onnxruntime`: on the CPU, and not for the whole-image tests, which read
-    the network's feature maps rather than its output."""
-    if runtime.device.type != "cpu":
-        raise CnnzooError(f"--backend onnxruntime runs on the CPU; use --device cpu (not {runtime.device})")
+    `cnnzoo eval --backend onnxruntime`; not for the whole-image tests, which read the network's
+    feature maps rather than its output."""
     if cfg.eval.tta in WHOLE_IMAGE_MODES:
         raise CnnzooError(f"--backend onnxruntime: --tta {cfg.eval.tta} reads the network's feature maps, which an "
                           "exported model does not give; use the torch backend for it")
@@ -104,14 +102,13 @@ def evaluate_checkpoint(path: str | Path, *, data: str | None = None, split: str
     classifier, the test split where the data has one, otherwise all of it). `fold_bn` False: the
     model with its BatchNorm layers as trained (numbers then differ from the final test's in the
     last digits). `backend` "onnxruntime": that model run by ONNX Runtime (cnnzoo[export])."""
-    if backend not in ("torch", "onnxruntime"):
-        raise CnnzooError(f"backend must be torch or onnxruntime, got {backend!r}")
     ckpt = ckpt if ckpt is not None else read_checkpoint(path, trust=trust)
     task = get_task(ckpt.get("task", "classify"))
     meta = DataMeta.from_dict(ckpt["meta"])
     cfg = _with_overrides(checkpoint_config(ckpt), tta=tta, crop_size=crop_size, scales=scales, sizes=sizes,
                           eval_batch_size=batch_size, image_size=image_size, amp=amp)
     runtime = Runtime.from_config(cfg.runtime, device)
+    check_backend(backend, runtime.device)
     cfg = runtime.stamp(cfg)
     if data is None:
         check_data_found(cfg.data.dataset)

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from ..errors import DataError
-from ..export.formats import onnx_runtime_model
+from ..export.formats import check_backend, onnx_runtime_model
 from ..export.fuse import fast_inference_model
 from .inference import model_from_checkpoint, read_checkpoint
 from .runtime import resolve_device
@@ -80,10 +80,7 @@ def predict_files(checkpoint: str | Path, inputs: Sequence[str | Path], *, topk:
     model = model_from_checkpoint(ckpt, dev)
     prep, classes = ckpt["preprocessing"], list(ckpt["classes"])
     in_chans, size = int(prep["input_size"][0]), (int(prep["input_size"][1]), int(prep["input_size"][2]))
-    if backend not in ("torch", "onnxruntime"):
-        raise DataError(f"backend must be torch or onnxruntime, got {backend!r}")
-    if backend == "onnxruntime" and dev.type != "cpu":
-        raise DataError(f"the onnxruntime backend runs on the CPU; use --device cpu (not {dev})")
+    check_backend(backend, dev)
     if fast:  # BatchNorm folded into the convolutions, channels_last (cnnzoo.export.fuse)
         sample = torch.randn(1, in_chans, *size, generator=torch.Generator().manual_seed(0)).to(dev)
         model = fast_inference_model(model, sample, channels_last=backend == "torch")

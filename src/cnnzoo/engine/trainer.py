@@ -382,10 +382,8 @@ def _final_test(say, run: Run, data: TaskData, runtime: Runtime, progress: Progr
     """The single look at the test set, with best.pt (chosen on validation) when there is one;
     None when a signal stopped it."""
     which, ckpt = run.dist.load_from_main(run.run_dir, ("best.pt", "last.pt"))
-    run.model.load_state_dict(ckpt["model"])
     evaluator = run.dist.evaluator(run.task.evaluator(run.cfg, data.meta, final=True))
-    # a model built from the checkpoint, as `cnnzoo eval` builds it (so the two agree exactly), not a
-    # copy of run.model: under DDP its parameters hold the reducer's hooks, which cannot be copied
+    # the model built from the checkpoint's weights, as `cnnzoo eval` builds it, so the two agree exactly
     fresh = run.task.build_model(run.cfg, data.meta)
     fresh.load_state_dict(ckpt["model"])
     model = final_form(runtime.place(fresh), data.meta, runtime)

@@ -26,18 +26,18 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..errors import CnnzooError
-from .fuse import rounding_noise
+from ..errors import CnnzooError, DataError
+from .fuse import NOISE_FACTOR, rounding_noise
 
 log = logging.getLogger(__name__)
 
 FORMATS = ("onnx", "torchscript", "exported")
+BACKENDS = ("torch", "onnxruntime")  # what runs a model in `predict` and `eval`
 DEFAULT_OPSET = 18
 # |eager - exported| may be at most RTOL x the largest eager |logit| (and at least ATOL): fp32
 # kernels reorder sums differently (ONNX Runtime, folded BatchNorm), nothing more; or, where the
 # model itself rounds worse, NOISE_FACTOR x its own float32 error (fuse.rounding_noise).
 RTOL, ATOL = 1e-4, 1e-4
-NOISE_FACTOR = 4
 
 
 class ExportError(CnnzooError):
@@ -235,6 +235,14 @@ class OnnxRuntimeModel(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         array = x.detach().to(torch.float32).contiguous().cpu().numpy()
         return torch.from_numpy(self.session.run(None, {self.input_name: array})[0]).to(x.device)
+
+
+def check_backend(backend: str, device: torch.device) -> None:
+    """Refuse a backend that does not exist, or ONNX Runtime (CPU only here) on another device."""
+    if backend not in BACKENDS:
+        raise DataError(f"backend must be {' or '.join(BACKENDS)}, got {backend!r}")
+    if backend == "onnxruntime" and device.type != "cpu":
+        raise DataError(f"the onnxruntime backend runs on the CPU; use --device cpu (not {device})")
 
 
 def onnx_runtime_model(model: nn.Module, input_size: Sequence[int], threads: int | None = None, *,

@@ -21,6 +21,10 @@ from torch import nn
 
 log = logging.getLogger(__name__)
 
+# A folded or exported form may differ from the model by this many times the model's own float32
+# rounding error (`rounding_noise`) before it counts as different.
+NOISE_FACTOR = 4
+
 
 def conv_bn_pairs(model: nn.Module, sample: torch.Tensor) -> list[tuple[str, str]]:
     """(conv name, bn name) for each BatchNorm2d that reads a Conv2d's output directly."""
@@ -88,7 +92,7 @@ def fold_batchnorm(model: nn.Module, sample: torch.Tensor, *, atol: float = 1e-4
         want, got = model(sample), folded(sample)
     worst = float((want - got).abs().max())
     allowed = atol * max(1.0, float(want.abs().max()))
-    if worst > allowed and worst > 4 * rounding_noise(model, sample, want):  # more than float32 rounding
+    if worst > allowed and worst > NOISE_FACTOR * rounding_noise(model, sample, want):  # beyond float32 rounding
         log.warning("folding BatchNorm changed the output by %.3g; using the unfolded model", worst)
         return model, 0
     return folded, len(pairs)
