@@ -109,8 +109,14 @@ def augment(images: torch.Tensor, epoch: int, flip_base: torch.Tensor, index: to
     return torch.where(flips[:, None, None, None], out.flip(-1), out)
 
 
+def autocast(precision: str):
+    """bf16 autocast on the CPU (as cnnzoo's `runtime.amp: bf16`), or nothing for fp32."""
+    return torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16")
+
+
 def reference_run(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor, test_y: torch.Tensor,
-                  mean, std, *, epochs: int, batch_size: int, whiten_images: int, seed: int) -> float:
+                  mean, std, *, epochs: int, batch_size: int, whiten_images: int, seed: int,
+                  precision: str = "fp32") -> float:
     """Train and test the reference; returns the test accuracy."""
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
@@ -150,7 +156,9 @@ def reference_run(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Te
         for b in range(steps_per_epoch):
             index = order[b * batch_size:(b + 1) * batch_size]
             x = augment(normalize(train_x[index]), epoch, flip_base, index, gen)
-            loss = F.cross_entropy(model(x), train_y[index], label_smoothing=HYP["label_smoothing"])
+            with autocast(precision):
+                logits = model(x)
+            loss = F.cross_entropy(logits.float(), train_y[index], label_smoothing=HYP["label_smoothing"])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -163,7 +171,8 @@ def reference_run(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Te
                         if name in average:
                             average[name].lerp_(value, 1 - decay)
                             value.copy_(average[name])
-    return reference_test(model, normalize, test_x, test_y, 2 * batch_size)
+    with autocast(precision):
+        return reference_test(model, normalize, test_x, test_y, 2 * batch_size)
 
 
 @torch.no_grad()
@@ -180,7 +189,7 @@ def reference_test(model: nn.Module, normalize, test_x: torch.Tensor, test_y: to
         for top in (0, 2):
             view = padded[..., top:top + h, top:top + w]
             views += [(view, 0.125), (view.flip(-1), 0.125)]
-        probs = sum(weight * model(view).softmax(1) for view, weight in views)
+        probs = sum(weight * model(view).float().softmax(1) for view, weight in views)
         correct += int((probs.argmax(1) == test_y[i:i + batch]).sum())
     return correct / len(test_x)
 
@@ -205,7 +214,8 @@ def cnnzoo_run(args: argparse.Namespace, epochs: int, out_dir: Path) -> float:
     for key, value in {"data.dataset": str(args.data), "schedule.epochs": epochs, "runtime.out": str(out_dir),
                        "runtime.report": False, "runtime.tensorboard": False, "runtime.threads": args.threads,
                        "runtime.seed": args.seed, "runtime.device": "cpu", "data.batch_size": args.batch_size,
-                       "model.whiten_images": args.whiten_images, "data.cache_dir": args.cache_dir}.items():
+                       "model.whiten_images": args.whiten_images, "data.cache_dir": args.cache_dir,
+                       "runtime.amp": "bf16" if args.amp == "bf16" else "off"}.items():
         if value is not None:
             set_key(raw, key, value)
     apply_task_defaults(raw, get_task("classify"))
@@ -240,7 +250,7 @@ def time_to(points: list[dict], target: float, clock: str) -> float | None:
 
 
 def report(results: list[dict], args: argparse.Namespace) -> str:
-    lines = [(f"date {time.strftime('%Y-%m-%d %H:%M')}, {cpu_model()}, {args.threads} threads, "
+    lines = [(f"date {time.strftime('%Y-%m-%d %H:%M')}, {cpu_model()}, {args.threads} threads, {args.amp} for both, "
               f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}, torch {torch.__version__}"),
              "", "| epochs | implementation | test acc. | wall (s) | CPU (s) | load avg. (1 min) at start |",
              "|---:|---|---:|---:|---:|---:|"]
@@ -287,10 +297,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--cache-dir", default=None, help="cnnzoo's dataset cache (default: ~/.cache/cnnzoo)")
     p.add_argument("--out", default=None, help="folder for results.json, table.md and curves.png (default: temp)")
+    p.add_argument("--amp", choices=("fp32", "bf16"), default=None,
+                   help="precision of both implementations (default: bf16 autocast on a CPU with bf16 "
+                        "hardware, else fp32); one precision for both keeps the comparison like for like")
     args = p.parse_args(argv)
+    from cnnzoo._cpu import cpu_bf16_hardware
     from cnnzoo.engine.runtime import set_threads
 
     args.threads = set_threads(args.threads)
+    args.amp = args.amp or ("bf16" if cpu_bf16_hardware() else "fp32")
     out = Path(args.out or tempfile.mkdtemp(prefix="bench-tta-"))
     out.mkdir(parents=True, exist_ok=True)
     print(f"decoding / loading {args.data} (not timed) ...", file=sys.stderr)
@@ -303,7 +318,8 @@ def main(argv: list[str] | None = None) -> int:
         runs = [("cnnzoo", lambda e=epochs: cnnzoo_run(args, e, out / f"cnnzoo-{e}ep")),
                 ("reference", lambda e=epochs: reference_run(train_x, train_y, test_x, test_y, mean, std, epochs=e,
                                                              batch_size=args.batch_size,
-                                                             whiten_images=args.whiten_images, seed=args.seed))]
+                                                             whiten_images=args.whiten_images, seed=args.seed,
+                                                             precision=args.amp))]
         for impl, run in (runs if i % 2 == 0 else runs[::-1]):
             load = os.getloadavg()[0]
             acc, wall, cpu = timed(run)

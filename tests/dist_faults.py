@@ -5,7 +5,9 @@ Run it as torchrun's script instead of `-m cnnzoo`:
 KIND is one of
     sigterm  the process of rank RANK sends itself SIGTERM after optimiser step STEP;
     die      it leaves at once (os._exit(3)) after step STEP, as a crashed or OOM-killed process would;
-    nan      its loss is NaN at training batch STEP (counted from 0), the other processes' is not.
+    nan      its loss is NaN at training batch STEP (counted from 0), the other processes' is not;
+    probe    (STEP unused) every process sees bf16 hardware, and the precision probe (uncached) answers
+             bf16 in the process of rank RANK and fp32 in the others; each prints the precision it trains in.
 """
 
 from __future__ import annotations
@@ -29,10 +31,30 @@ def after_step(step: int, action) -> None:
     trainer._train_step = wrapped
 
 
+def disagreeing_probes(bf16_rank: int) -> None:
+    from cnnzoo.engine import amp_probe
+
+    own_rank = int(os.environ.get("RANK", "0"))
+    amp_probe.cpu_bf16_hardware = lambda: "avx512_bf16"
+    amp_probe.probe_cpu_amp = lambda *a, **k: ("bf16" if own_rank == bf16_rank else "fp32", {})
+    amp_probe.cached_choice = lambda path, key, compute: (compute(), False)  # no shared cache to agree through
+    original = trainer.choose_cpu_amp
+
+    def reporting(*args, **kwargs):
+        runtime, cfg = original(*args, **kwargs)
+        print(f"rank {own_rank} trains in {cfg.runtime.amp}", file=sys.stderr, flush=True)
+        return runtime, cfg
+
+    trainer.choose_cpu_amp = reporting
+
+
 def main(argv: list[str]) -> int:
     kind, step, rank, rest = argv[0], int(argv[1]), int(argv[2]), argv[3:]
     from cnnzoo.cli.main import main as cnnzoo
 
+    if kind == "probe":
+        disagreeing_probes(rank)
+        return cnnzoo(rest)
     if int(os.environ.get("RANK", "0")) != rank:
         return cnnzoo(rest)
     if kind == "sigterm":

@@ -169,6 +169,14 @@ def test_nan_in_one_process_stops_all(tmp_path):
     assert not (tmp_path / "nan" / "last.pt").exists()  # stopped in epoch 1: nothing saved
 
 
+def test_the_processes_train_in_the_precision_rank_0_probed(tmp_path):
+    """`--amp auto` on bf16 hardware: rank 1's probe would pick bf16, rank 0's fp32; both take rank 0's."""
+    result = torchrun_faulty("probe", 0, 1, "train", *BASE, "--amp", "auto", "--epochs", "1",
+                             "--set", f"data.cache_dir={tmp_path / 'cache'}", "--out", str(tmp_path / "run"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "rank 0 trains in off" in result.stderr and "rank 1 trains in off" in result.stderr, result.stderr[-3000:]
+
+
 def test_sync_bn_matches_one_process_approximately(tmp_path):
     """ResNet-20 (BatchNorm after every convolution), 2 steps with a global batch of 32.
 

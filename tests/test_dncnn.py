@@ -306,6 +306,20 @@ def test_train_and_eval_through_the_engine(tmp_path, capsys):
     assert re.search(r"set1: 2 images, sigma 25: PSNR [\d.]+ dB", capsys.readouterr().out)
 
 
+@pytest.mark.parametrize("setting", ["regularization.scale_jitter=[32,48]", "regularization.pca_lighting=0.1",
+                                     "regularization.cutout=8"])
+def test_classifier_augmentation_is_refused_not_ignored(tmp_path, capsys, setting):
+    _write_images(tmp_path / "data" / "train", 3, (48, 48), seed=0)
+    _write_images(tmp_path / "data" / "set1", 1, (40, 44), seed=1)
+    run = tmp_path / "run"
+    code = main(["train", "--task", "denoise", "--model", "dncnn", "--data", str(tmp_path / "data"),
+                 "--epochs", "1", "--device", "cpu", "--set", setting, "--out", str(run)])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert f"{setting.split('=')[0]}: needs a classification task; task is 'denoise', which does not use it" in err
+    assert "Traceback" not in err and not run.exists()  # refused with the config, before any data is read
+
+
 @needs_shared
 def test_cli_denoises_a_file_with_the_official_weights(tmp_path, capsys):
     clean = dn.read_image_set(DATA, "set12")[0][1][:, :64, :64]

@@ -14,7 +14,7 @@ from cnnzoo.analysis.receptive_field import receptive_fields
 from cnnzoo.analysis.summary import summary
 from cnnzoo.cli.main import main
 from cnnzoo.layers.attention import SelectiveKernel, SqueezeExcite
-from cnnzoo.layers.inception import InceptionModule
+from cnnzoo.layers.inception import InceptionModule, InceptionResidual
 
 
 def n_params(model: nn.Module) -> int:
@@ -146,6 +146,24 @@ def test_se_bn_inception_gates_every_module():
     nn.init.constant_(module.attn.fc2.bias, -1e4)
     with torch.no_grad():
         assert module(torch.randn(1, 192, 8, 8)).abs().max() == 0
+
+
+def test_se_inception_resnet_v2_gates_every_residual_branch():
+    base, se = meta_model("inception_resnet_v2"), meta_model("se_inception_resnet_v2")
+    blocks = [m for m in se.modules() if isinstance(m, InceptionResidual)]
+    assert len(blocks) == 40 and all(isinstance(b.attn, SqueezeExcite) for b in blocks)
+    assert not any(isinstance(m.attn, SqueezeExcite) for m in se.modules() if isinstance(m, InceptionModule))
+    assert n_params(se) == n_params(base) + sum(se_params(b.out_chs) for b in blocks)
+    assert n_params(se) == model_info("se_inception_resnet_v2")["ref_params"]
+    # the SE paper's Table 2: 11.75 -> 11.76 GFLOPs, SE costs under 0.1% of the network's work
+    macs = [summary(m.eval(), (3, 299, 299), depth=1).macs for m in (base, se)]
+    assert 0 < macs[1] / macs[0] - 1 < 1e-3
+    # the gate sits on the branch, before the sum: a closed gate leaves act(x)
+    block = create_model("se_inception_resnet_v2").features.block_a1.eval()
+    nn.init.constant_(block.attn.fc2.bias, -1e4)
+    x = torch.randn(1, 320, 9, 9)
+    with torch.no_grad():
+        assert torch.equal(block(x), torch.relu(x))
 
 
 @pytest.mark.parametrize("name, where", [("mobilenet_v2_cifar", "expanded"), ("densenet_bc100_k12_cifar", "block")])

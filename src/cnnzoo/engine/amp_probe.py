@@ -20,6 +20,7 @@ import platform
 import statistics
 import time
 from collections.abc import Callable
+from typing import Any
 from pathlib import Path
 
 import torch
@@ -121,18 +122,21 @@ def cached_choice(path: Path, key: str, compute: Callable[[], str]) -> tuple[str
 
 
 def choose_cpu_amp(runtime: Runtime, cfg: Config, model: nn.Module, input_size: tuple[int, ...],
-                   say: Callable[[str], None]) -> tuple[Runtime, Config]:
+                   say: Callable[[str], None], decide: Callable[[Callable], Any] = lambda fn: fn()
+                   ) -> tuple[Runtime, Config]:
     """(runtime, cfg) with bf16 autocast when `runtime.amp: auto` on a CPU with bf16 hardware and the
     (cached) probe finds it faster for this model; otherwise both unchanged. After a probe, cfg's
     runtime.amp names the choice ("bf16" or "off"): the checkpoints then carry it, so `cnnzoo eval`
-    repeats the final test in its precision and a resumed run keeps it whatever a new probe would say."""
+    repeats the final test in its precision and a resumed run keeps it whatever a new probe would say.
+    `decide` runs the probe (several processes: once, on rank 0, its choice sent to every rank, so
+    the processes of one run never train in different precisions)."""
     if runtime.device.type != "cpu" or cfg.runtime.amp != "auto" or cpu_bf16_hardware() is None:
         return runtime, cfg
     shape = (cfg.data.batch_size, *input_size)
     path = Path(cfg.data.cache_dir).expanduser() if cfg.data.cache_dir else default_cache_dir()
     key = probe_key(cfg.model.name, shape, runtime.channels_last)
-    choice, cached = cached_choice(path / "amp_probe.json", key, lambda: probe_cpu_amp(
-        model, shape, channels_last=runtime.channels_last)[0])
+    choice, cached = decide(lambda: cached_choice(path / "amp_probe.json", key, lambda: probe_cpu_amp(
+        model, shape, channels_last=runtime.channels_last)[0]))
     say(f"precision: {choice} on this CPU ({'cached probe' if cached else 'probed'}: the faster of fp32 and bf16 "
         f"autocast for {cfg.model.name} at batch {cfg.data.batch_size})")
     bf16 = choice == "bf16"

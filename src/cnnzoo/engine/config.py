@@ -405,10 +405,11 @@ def validate(cfg: Config) -> Config:
     _check(0 <= r.pca_lighting <= 1, "regularization.pca_lighting", "must be in [0, 1] (AlexNet: 0.1)")
     _check(r.mixup_alpha >= 0, "regularization.mixup_alpha", "must be >= 0")
     _check(r.cutmix_alpha >= 0, "regularization.cutmix_alpha", "must be >= 0")
-    if not classification:
-        for key in ("mixup_alpha", "cutmix_alpha", "label_smoothing"):
-            _check(not getattr(r, key), f"regularization.{key}",
-                   f"needs a classification task (class labels to mix or smooth); task is {cfg.task!r}")
+    if not classification:  # the section is the classifier's: another task would silently ignore it
+        unused = RegularizationConfig()
+        for key in (f.name for f in dataclasses.fields(r)):
+            _check(getattr(r, key) == getattr(unused, key), f"regularization.{key}",
+                   f"needs a classification task; task is {cfg.task!r}, which does not use it")
     _check(rt.save_every_steps >= 0, "runtime.save_every_steps", "must be >= 0 (0 = only at epoch ends)")
     _check(rt.skip_nonfinite >= 0, "runtime.skip_nonfinite", "must be >= 0")
     _check(rt.log_every >= 1, "runtime.log_every", "must be at least 1")

@@ -108,7 +108,8 @@ def train(cfg: Config, *, resume: Resume | None = None, progress: Progress | Non
         freeze_whitened(model, cfg)
         dist.prepare(model, cfg)
         runtime.place(model)
-        runtime, cfg = choose_cpu_amp(runtime, cfg, model, data.meta.input_size, note)  # amp auto, CPUs with bf16
+        # amp auto on CPUs with bf16: rank 0 probes, every rank takes its choice
+        runtime, cfg = choose_cpu_amp(runtime, cfg, model, data.meta.input_size, note, decide=dist.on_main)
         optimizer = build_optimizer(model, cfg.optim, batch_size=cfg.data.batch_size)
         steps_per_epoch = _steps_per_epoch(cfg, data)
         total = total_steps(cfg.schedule, steps_per_epoch)

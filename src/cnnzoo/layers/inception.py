@@ -86,18 +86,28 @@ class InceptionResidual(nn.Module):
 
     The 1x1 projection is linear (bias, no norm, no activation) as in the paper's figures
     10-13 and 16-19; scaling the residual by 0.1-0.3 keeps very wide nets stable (section 3.3).
+    `add_attn(attn_layer)` gates the projected branch before the sum (child `attn`), where the
+    SE paper puts SE on residual networks (Hu et al. 2018, arXiv 1709.01507, Fig. 3).
     """
 
     def __init__(self, towers: InceptionModule, chs: int, scale: float = 1.0, act: bool = True):
         super().__init__()
         self.towers = towers
         self.proj = nn.Conv2d(towers.out_chs, chs, 1, bias=True)
+        self.attn: nn.Module | None = None
         self.scale = scale
         self.act = nn.ReLU(inplace=True) if act else nn.Identity()
         self.out_chs = chs
 
+    def add_attn(self, attn_layer: str | None, **attn_kwargs) -> InceptionResidual:
+        self.attn = create_attn(attn_layer, self.out_chs, **attn_kwargs)
+        return self
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.act(add_residual(self.proj(self.towers(x)).mul_(self.scale), x))
+        branch = self.proj(self.towers(x))
+        if self.attn is not None:
+            branch = self.attn(branch)
+        return self.act(add_residual(branch.mul_(self.scale), x))
 
     def extra_repr(self) -> str:
         return f"scale={self.scale}"

@@ -33,11 +33,11 @@ from ..layers.init import init_weights
 from ..registry import Paper, build_model, register_model
 from .base import ZooModel
 from .features import chain_stages, children_path
+from .resnet_attn import SE_PAPER
 
 PAPER = Paper("Batch Normalization: Accelerating Deep Network Training by Reducing Internal Covariate Shift",
               2015, "1502.03167", "Ioffe, Szegedy")
 
-SE_PAPER = Paper("Squeeze-and-Excitation Networks", 2018, "1709.01507", "Hu, Shen, Albanie, Sun, Wu")
 
 STEMS = ("imagenet", "cifar")
 

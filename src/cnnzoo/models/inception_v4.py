@@ -22,6 +22,11 @@ scaling residuals by 0.1-0.3 keeps the wide nets from dying early in training).
   `layers=(5, 10, 5)` gives the paper's depth (33,782,664 params).
 As in TF-slim, the last C block has no residual scaling and no ReLU.
 
+SE-Inception-ResNet-v2 (Hu et al. 2018, "Squeeze-and-Excitation Networks", arXiv 1709.01507,
+Table 2: 11.75 -> 11.76 GFLOPs) puts an SE block (r = 16) on every residual block's projected
+branch before the sum, the paper's placement for residual units (Fig. 3); `attn_layer` does the
+same with any of cnnzoo's attention blocks. The paper gives no parameter count: 64,387,444 here.
+
 The CIFAR variants keep every module and width; their stems run at stride 1 with "same"
 padding and no max-pools, so the blocks see 32, 15 and 7 pixel grids.
 """
@@ -43,6 +48,7 @@ from ..layers.init import init_weights
 from ..registry import Paper, build_model, register_model
 from .base import ZooModel
 from .features import chain_stages, children_path
+from .resnet_attn import SE_PAPER
 
 PAPER = Paper("Inception-v4, Inception-ResNet and the Impact of Residual Connections on Learning", 2017,
               "1602.07261", "Szegedy, Ioffe, Vanhoucke, Alemi")
@@ -101,27 +107,27 @@ class InceptionV4(ZooModel):
 
 
 def _ir_v1(conv: ConvFactory, in_chans: int, cifar: bool, layers: Sequence[int],
-           scales: Sequence[float]) -> "OrderedDict[str, nn.Module]":
+           scales: Sequence[float], attn) -> "OrderedDict[str, nn.Module]":
     f = OrderedDict(stem=conv_stem(in_chans, conv, IR_V1_STEM, cifar))
-    _repeat(f, "block_a", layers[0], lambda i: inception_resnet_a(256, conv, (32, 32), scales[0]))
+    _repeat(f, "block_a", layers[0], lambda i: attn(inception_resnet_a(256, conv, (32, 32), scales[0])))
     f["reduction_a"] = reduction_a(256, conv, k=192, l=192, m=256, n=384)
-    _repeat(f, "block_b", layers[1], lambda i: inception_resnet_b(896, conv, 128, (128, 128, 128), scales[1]))
+    _repeat(f, "block_b", layers[1], lambda i: attn(inception_resnet_b(896, conv, 128, (128, 128, 128), scales[1])))
     f["reduction_b"] = reduction_b_residual(896, conv, a=(256, 384), b=(256, 256), c=(256, 256, 256))
-    _repeat(f, "block_c", layers[2], lambda i: inception_resnet_c(
-        1792, conv, 192, (192, 192, 192), *_last_c(i, layers[2], scales[2])))
+    _repeat(f, "block_c", layers[2], lambda i: attn(inception_resnet_c(
+        1792, conv, 192, (192, 192, 192), *_last_c(i, layers[2], scales[2]))))
     return f
 
 
 def _ir_v2(conv: ConvFactory, in_chans: int, cifar: bool, layers: Sequence[int],
-           scales: Sequence[float]) -> "OrderedDict[str, nn.Module]":
+           scales: Sequence[float], attn) -> "OrderedDict[str, nn.Module]":
     f = OrderedDict(stem=conv_stem(in_chans, conv, IR_V2_STEM, cifar))
     f["mixed_5b"] = inception_v3_a(192, conv, pool_proj=64, c1=96, count_include_pad=False)
-    _repeat(f, "block_a", layers[0], lambda i: inception_resnet_a(320, conv, (48, 64), scales[0]))
+    _repeat(f, "block_a", layers[0], lambda i: attn(inception_resnet_a(320, conv, (48, 64), scales[0])))
     f["reduction_a"] = reduction_a(320, conv, k=256, l=256, m=384, n=384)
-    _repeat(f, "block_b", layers[1], lambda i: inception_resnet_b(1088, conv, 192, (128, 160, 192), scales[1]))
+    _repeat(f, "block_b", layers[1], lambda i: attn(inception_resnet_b(1088, conv, 192, (128, 160, 192), scales[1])))
     f["reduction_b"] = reduction_b_residual(1088, conv, a=(256, 384), b=(256, 288), c=(256, 288, 320))
-    _repeat(f, "block_c", layers[2], lambda i: inception_resnet_c(
-        2080, conv, 192, (192, 224, 256), *_last_c(i, layers[2], scales[2])))
+    _repeat(f, "block_c", layers[2], lambda i: attn(inception_resnet_c(
+        2080, conv, 192, (192, 224, 256), *_last_c(i, layers[2], scales[2]))))
     f["conv_7b"] = conv(2080, 1536, 1)
     return f
 
@@ -135,18 +141,27 @@ IR_VERSIONS = {1: (_ir_v1, (5, 10, 5), 1792), 2: (_ir_v2, (10, 20, 10), 1536)}
 
 
 class InceptionResNet(ZooModel):
-    """Inception-ResNet v1/v2: `features` (stem, residual blocks A/B/C, reductions), pool, linear."""
+    """Inception-ResNet v1/v2: `features` (stem, residual blocks A/B/C, reductions), pool, linear.
+
+    `attn_layer` (for example "se") gates every residual block's branch before the sum.
+    """
 
     def __init__(self, *, version: int = 2, layers: Sequence[int] | None = None,
                  scales: Sequence[float] = (0.17, 0.10, 0.20), num_classes: int = 1000, in_chans: int = 3,
-                 drop_rate: float = 0.2, stem: str = "imagenet"):
+                 drop_rate: float = 0.2, stem: str = "imagenet", attn_layer: str | None = None,
+                 attn_kwargs: dict | None = None):
         super().__init__()
         if version not in IR_VERSIONS:
             raise ValueError(f"version must be one of {tuple(IR_VERSIONS)}, got {version!r}")
         build, default_layers, self.num_features = IR_VERSIONS[version]
         self.in_chans = in_chans
         self.version = version
-        self.features = nn.Sequential(build(bn_conv(), in_chans, _check_stem(stem), layers or default_layers, scales))
+
+        def attn(block):
+            return block.add_attn(attn_layer, **(attn_kwargs or {}))
+
+        self.features = nn.Sequential(build(bn_conv(), in_chans, _check_stem(stem), layers or default_layers,
+                                            scales, attn))
         self.feature_info = _stages(self.features, in_chans, ("reduction_a", "reduction_b"))
         self._init_head(num_classes, drop_rate)
         init_weights(self)
@@ -200,3 +215,11 @@ def inception_resnet_v2(**kwargs) -> InceptionResNet:
 def inception_resnet_v2_cifar(**kwargs) -> InceptionResNet:
     """Inception-ResNet-v2 for 32x32 inputs: a stride-1 stem."""
     return build_model(InceptionResNet, dict(version=2, stem="cifar", num_classes=10), kwargs)
+
+
+@register_model(family="senet", paper=SE_PAPER, input_style="imagenet", input_size=(3, 299, 299),
+                ref_params=64_387_444, ref_source="cnnzoo (Inception-ResNet-v2's count plus one SE block, "
+                "r=16, per residual block)", **_IMAGENET_MIN)
+def se_inception_resnet_v2(**kwargs) -> InceptionResNet:
+    """SE-Inception-ResNet-v2 (the SE paper's Table 2): SE on every residual block's branch."""
+    return build_model(InceptionResNet, dict(version=2, attn_layer="se"), kwargs)

@@ -36,13 +36,13 @@ from ..layers.conv import LayerFactory, get_act_layer
 from ..registry import Paper, build_model, register_model
 from .base import ZooModel
 from .features import chain_stages, children_path
+from .resnet_attn import SE_PAPER
 
 PAPER = Paper(
     "MobileNets: Efficient Convolutional Neural Networks for Mobile Vision Applications", 2017,
     "1704.04861", "Howard, Zhu, Chen, Kalenichenko, Wang, Weyand, Andreetto, Adam",
 )
 
-SE_PAPER = Paper("Squeeze-and-Excitation Networks", 2018, "1709.01507", "Hu, Shen, Albanie, Sun, Wu")
 
 # (output channels, stride) of the 13 depthwise-separable blocks, Table 1 of the paper.
 IMAGENET_BLOCKS = (
