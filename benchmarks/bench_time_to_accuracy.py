@@ -7,7 +7,8 @@ written from the paper's description in plain PyTorch, in one screen of code: th
 patch-whitening, optimiser, schedule, lookahead, augmentation and test-time augmentation, with a
 hand-written batch loop over uint8 tensors. cnnzoo's side is `cnnzoo.engine.train` with the
 recipe, exactly what `cnnzoo train --config cifar10_speedrun --epochs E` runs (run directory,
-checkpoints, metrics; no report pictures). Both read the same decoded uint8 images (decoded
+checkpoints, metrics; no report pictures), in the process settings the CLI makes (glibc's malloc
+keeps freed memory), which the reference shares. Both read the same decoded uint8 images (decoded
 once, before any timing), use the same thread count, and are timed from the call to the end of
 the test (wall and process CPU time, all threads).
 
@@ -18,6 +19,9 @@ also gives, per budget, cnnzoo's wall time over the reference's; the target is a
 
     OMP_WAIT_POLICY=PASSIVE .venv/bin/python benchmarks/bench_time_to_accuracy.py \
         --epochs 1,2,4,8 --budget-minutes 120 --threads 2 --out bench-tta
+
+Both run in one precision, `--amp fp32` or `--amp bf16` (default: bf16 autocast on a CPU with bf16
+hardware, else fp32), so the ratio compares implementations, not precisions.
 
 Quick check of the script itself (seconds, on the 8x8 digits): --data digits --batch-size 64
 --epochs 1,2 --whiten-images 500.
@@ -302,9 +306,12 @@ def main(argv: list[str] | None = None) -> int:
                         "hardware, else fp32); one precision for both keeps the comparison like for like")
     args = p.parse_args(argv)
     from cnnzoo._cpu import cpu_bf16_hardware
-    from cnnzoo.engine.runtime import set_threads
+    from cnnzoo.engine.runtime import keep_freed_memory, set_threads
 
     args.threads = set_threads(args.threads)
+    # `cnnzoo train` sets glibc's malloc to keep freed memory at start-up (a process-wide setting, so
+    # the reference gets it too); without it cnnzoo's side faulted in 5M pages more per 10 steps
+    keep_freed_memory()
     args.amp = args.amp or ("bf16" if cpu_bf16_hardware() else "fp32")
     out = Path(args.out or tempfile.mkdtemp(prefix="bench-tta-"))
     out.mkdir(parents=True, exist_ok=True)
