@@ -96,7 +96,9 @@ def faults_of_second_use():
 default = faults_of_second_use()
 if not keep_freed_memory():
     sys.exit(3)
-print(default, faults_of_second_use(), faults_of_second_use())
+# the fewest of three later uses: one use was once re-faulted while the machine was under memory
+# pressure from a parallel test worker (cause not found); without the setting every use is
+print(default, faults_of_second_use(), min(faults_of_second_use() for _ in range(3)))
 """
 
 
