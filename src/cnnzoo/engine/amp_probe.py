@@ -20,8 +20,8 @@ import platform
 import statistics
 import time
 from collections.abc import Callable
-from typing import Any
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn

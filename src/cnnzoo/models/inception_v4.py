@@ -34,7 +34,7 @@ padding and no max-pools, so the blocks see 32, 15 and 7 pixel grids.
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 from torch import nn
@@ -107,7 +107,7 @@ class InceptionV4(ZooModel):
 
 
 def _ir_v1(conv: ConvFactory, in_chans: int, cifar: bool, layers: Sequence[int],
-           scales: Sequence[float], attn) -> "OrderedDict[str, nn.Module]":
+           scales: Sequence[float], attn: Callable) -> "OrderedDict[str, nn.Module]":
     f = OrderedDict(stem=conv_stem(in_chans, conv, IR_V1_STEM, cifar))
     _repeat(f, "block_a", layers[0], lambda i: attn(inception_resnet_a(256, conv, (32, 32), scales[0])))
     f["reduction_a"] = reduction_a(256, conv, k=192, l=192, m=256, n=384)
@@ -119,7 +119,7 @@ def _ir_v1(conv: ConvFactory, in_chans: int, cifar: bool, layers: Sequence[int],
 
 
 def _ir_v2(conv: ConvFactory, in_chans: int, cifar: bool, layers: Sequence[int],
-           scales: Sequence[float], attn) -> "OrderedDict[str, nn.Module]":
+           scales: Sequence[float], attn: Callable) -> "OrderedDict[str, nn.Module]":
     f = OrderedDict(stem=conv_stem(in_chans, conv, IR_V2_STEM, cifar))
     f["mixed_5b"] = inception_v3_a(192, conv, pool_proj=64, c1=96, count_include_pad=False)
     _repeat(f, "block_a", layers[0], lambda i: attn(inception_resnet_a(320, conv, (48, 64), scales[0])))
