@@ -34,13 +34,13 @@ padding and no max-pools, so the blocks see 32, 15 and 7 pixel grids.
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Callable, Sequence
+from typing import Sequence
 
 import torch
 from torch import nn
 
 from ..layers.inception import (
-    ConvFactory, bn_conv, conv_stem, inception_resnet_a, inception_resnet_b, inception_resnet_c,
+    ConvFactory, InceptionResidual, bn_conv, conv_stem, inception_resnet_a, inception_resnet_b, inception_resnet_c,
     inception_v3_a, inception_v4_a, inception_v4_b, inception_v4_c, inception_v4_stem_a, inception_v4_stem_b,
     inception_v4_stem_c, reduction_a, reduction_b, reduction_b_residual,
 )
@@ -107,27 +107,27 @@ class InceptionV4(ZooModel):
 
 
 def _ir_v1(conv: ConvFactory, in_chans: int, cifar: bool, layers: Sequence[int],
-           scales: Sequence[float], attn: Callable) -> "OrderedDict[str, nn.Module]":
+           scales: Sequence[float]) -> "OrderedDict[str, nn.Module]":
     f = OrderedDict(stem=conv_stem(in_chans, conv, IR_V1_STEM, cifar))
-    _repeat(f, "block_a", layers[0], lambda i: attn(inception_resnet_a(256, conv, (32, 32), scales[0])))
+    _repeat(f, "block_a", layers[0], lambda i: inception_resnet_a(256, conv, (32, 32), scales[0]))
     f["reduction_a"] = reduction_a(256, conv, k=192, l=192, m=256, n=384)
-    _repeat(f, "block_b", layers[1], lambda i: attn(inception_resnet_b(896, conv, 128, (128, 128, 128), scales[1])))
+    _repeat(f, "block_b", layers[1], lambda i: inception_resnet_b(896, conv, 128, (128, 128, 128), scales[1]))
     f["reduction_b"] = reduction_b_residual(896, conv, a=(256, 384), b=(256, 256), c=(256, 256, 256))
-    _repeat(f, "block_c", layers[2], lambda i: attn(inception_resnet_c(
-        1792, conv, 192, (192, 192, 192), *_last_c(i, layers[2], scales[2]))))
+    _repeat(f, "block_c", layers[2], lambda i: inception_resnet_c(
+        1792, conv, 192, (192, 192, 192), *_last_c(i, layers[2], scales[2])))
     return f
 
 
 def _ir_v2(conv: ConvFactory, in_chans: int, cifar: bool, layers: Sequence[int],
-           scales: Sequence[float], attn: Callable) -> "OrderedDict[str, nn.Module]":
+           scales: Sequence[float]) -> "OrderedDict[str, nn.Module]":
     f = OrderedDict(stem=conv_stem(in_chans, conv, IR_V2_STEM, cifar))
     f["mixed_5b"] = inception_v3_a(192, conv, pool_proj=64, c1=96, count_include_pad=False)
-    _repeat(f, "block_a", layers[0], lambda i: attn(inception_resnet_a(320, conv, (48, 64), scales[0])))
+    _repeat(f, "block_a", layers[0], lambda i: inception_resnet_a(320, conv, (48, 64), scales[0]))
     f["reduction_a"] = reduction_a(320, conv, k=256, l=256, m=384, n=384)
-    _repeat(f, "block_b", layers[1], lambda i: attn(inception_resnet_b(1088, conv, 192, (128, 160, 192), scales[1])))
+    _repeat(f, "block_b", layers[1], lambda i: inception_resnet_b(1088, conv, 192, (128, 160, 192), scales[1]))
     f["reduction_b"] = reduction_b_residual(1088, conv, a=(256, 384), b=(256, 288), c=(256, 288, 320))
-    _repeat(f, "block_c", layers[2], lambda i: attn(inception_resnet_c(
-        2080, conv, 192, (192, 224, 256), *_last_c(i, layers[2], scales[2]))))
+    _repeat(f, "block_c", layers[2], lambda i: inception_resnet_c(
+        2080, conv, 192, (192, 224, 256), *_last_c(i, layers[2], scales[2])))
     f["conv_7b"] = conv(2080, 1536, 1)
     return f
 
@@ -156,12 +156,10 @@ class InceptionResNet(ZooModel):
         build, default_layers, self.num_features = IR_VERSIONS[version]
         self.in_chans = in_chans
         self.version = version
-
-        def attn(block):
-            return block.add_attn(attn_layer, **(attn_kwargs or {}))
-
-        self.features = nn.Sequential(build(bn_conv(), in_chans, _check_stem(stem), layers or default_layers,
-                                            scales, attn))
+        self.features = nn.Sequential(build(bn_conv(), in_chans, _check_stem(stem), layers or default_layers, scales))
+        if attn_layer:  # listed first: adding a gate adds a child module
+            for block in [m for m in self.features.modules() if isinstance(m, InceptionResidual)]:
+                block.add_attn(attn_layer, **(attn_kwargs or {}))
         self.feature_info = _stages(self.features, in_chans, ("reduction_a", "reduction_b"))
         self._init_head(num_classes, drop_rate)
         init_weights(self)
